@@ -1,0 +1,1 @@
+"""botperf's benchmarks: every primitive measured against its peers in one process."""
