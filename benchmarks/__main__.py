@@ -1,28 +1,95 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [NAME ...]``."""
+"""Run the benchmarks: ``python -m benchmarks [--quick] [NAME ...]``.
+
+Each benchmark module measures botperf against its peers in this one process and
+prints medians, min/max and ratios against the named baseline, then the targets from
+the issues as measured / target. ``--json`` saves the run with its environment and
+``--charts`` draws SVG charts (matplotlib, from the ``bench`` extra).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import time
+from pathlib import Path
 
-from ._harness import print_report
+from . import _harness
+from ._harness import Report, print_report
 
 #: Benchmark modules in ``benchmarks/``, each exposing ``run(quick: bool) -> Report``.
 MODULES: list[str] = []
 
 
+class Progress:
+    """A one-line progress display on stderr: benchmark, repetitions done, time spent."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.index = 0
+        self.name = ""
+        self.repetitions = 0
+        self.started = time.monotonic()
+        self.interactive = sys.stderr.isatty()
+
+    def start(self, name: str) -> None:
+        self.index += 1
+        self.name = name
+        self.repetitions = 0
+        self.started = time.monotonic()
+        self.show(final=not self.interactive)
+
+    def tick(self) -> None:
+        self.repetitions += 1
+        if self.interactive:
+            self.show(final=False)
+
+    def done(self) -> None:
+        self.show(final=True)
+
+    def show(self, *, final: bool) -> None:
+        line = (
+            f"[{self.index}/{self.total}] {self.name}: {self.repetitions} repetitions, "
+            f"{time.monotonic() - self.started:.1f} s"
+        )
+        end = "\n" if final else ""
+        print(f"\r{line:<72}", end=end, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke test)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="save the results as JSON")
+    parser.add_argument("--charts", type=Path, metavar="DIR", help="draw SVG charts into DIR")
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(MODULES)}")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(MODULES))
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(MODULES)}")
-    for name in args.names or MODULES:
+    names = args.names or MODULES
+    progress = Progress(len(names))
+    _harness.set_progress(progress.tick)
+    reports: list[Report] = []
+    for name in names:
+        progress.start(name)
         module = importlib.import_module(f"benchmarks.{name}")
-        print_report(module.run(quick=args.quick))
+        report: Report = module.run(quick=args.quick)
+        progress.done()
+        print_report(report)
+        reports.append(report)
+    if args.json:
+        from ._results import save
+
+        save(args.json, reports, quick=args.quick)
+        print(f"\nresults saved to {args.json}")
+    if args.charts:
+        from ._charts import draw
+
+        for path in draw(reports, args.charts):
+            print(f"chart: {path}")
+    targets = [target for report in reports for target in report.targets]
+    missed = sum(not target.holds for target in targets)
+    print(f"\n{len(targets) - missed} targets hold, {missed} missed")
     return 0
 
 

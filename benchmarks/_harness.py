@@ -59,6 +59,21 @@ class Target:
         return self.measured <= self.target
 
 
+@dataclass(frozen=True)
+class ScalingChart:
+    """A line chart of medians against a parameter, one line per implementation.
+
+    It plots every measurement whose group starts with ``group_prefix`` and whose
+    ``params`` hold ``x_param``, so O(1) and O(n) can be seen, not just claimed.
+    """
+
+    title: str
+    group_prefix: str
+    x_param: str
+    x_label: str
+    log_y: bool = True
+
+
 @dataclass
 class Report:
     """What one benchmark module returns."""
@@ -67,12 +82,31 @@ class Report:
     measurements: list[Measurement] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    charts: list[ScalingChart] = field(default_factory=list)
 
     def find(self, group: str, implementation: str) -> Measurement:
         for measurement in self.measurements:
             if measurement.group == group and measurement.implementation == implementation:
                 return measurement
         raise KeyError((group, implementation))
+
+
+def _no_progress() -> None:
+    return None
+
+
+_progress: Callable[[], None] = _no_progress
+
+
+def set_progress(tick: Callable[[], None]) -> None:
+    """Install the function the timing loops call after each repetition (the runner's ticker)."""
+    global _progress
+    _progress = tick
+
+
+def tick() -> None:
+    """Tell the progress display that one more repetition finished."""
+    _progress()
 
 
 def ns_per_op(operation: Callable[[], object], *, number: int, repeat: int) -> tuple[float, ...]:
@@ -93,6 +127,7 @@ def ns_per_op(operation: Callable[[], object], *, number: int, repeat: int) -> t
             if gc_was_enabled:
                 gc.enable()
         samples.append(elapsed / number)
+        tick()
     return tuple(samples)
 
 
@@ -106,6 +141,7 @@ async def async_ns_per_op(
         for _ in range(number):
             await operation()
         samples.append((time.perf_counter_ns() - start) / number)
+        tick()
     return tuple(samples)
 
 
