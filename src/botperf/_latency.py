@@ -23,8 +23,6 @@ _ZERO_KEY = -(2**62)
 # which is rounded; aiming a hair inside the promised accuracy keeps the promise exact.
 _ROUNDING_MARGIN = 1e-6
 
-_INFINITY = math.inf
-
 
 @final
 @dataclass(frozen=True)
@@ -96,8 +94,8 @@ class LatencyRecorder:
     Memory per name is one dict entry per bucket in use, at most
     ``ln(longest / shortest) / ln(gamma)`` of them whatever the number of observations:
     about 1,600 buckets at 1 % for durations anywhere from 1 ns to a day, and about 920
-    for 1 µs to 100 s. Durations under 1 ns share one zero bucket (see
-    :data:`ZERO_THRESHOLD`).
+    for 1 µs to 100 s. Durations under 1 ns share one zero bucket, and a percentile
+    that falls in it reports 0.0.
 
     Recording is O(1) and thread-safe (a lock guards each observation); use one recorder
     from any number of tasks and threads. Recorders with the same accuracy merge
@@ -158,7 +156,7 @@ class LatencyRecorder:
             return sum(len(sketch.buckets) for sketch in self._sketches.values())
 
     def observe(self, name: str, seconds: float, *, error: bool = False) -> None:
-        """Record one duration under ``name``. O(1), about half a microsecond.
+        """Record one duration under ``name``. O(1): a logarithm, a lock and a dict update.
 
         Args:
             name: What was timed, e.g. ``"ollama.chat"``.
@@ -171,7 +169,7 @@ class LatencyRecorder:
                 ``ValueError``); nothing is recorded.
         """
         if seconds >= ZERO_THRESHOLD:
-            if seconds == _INFINITY:
+            if seconds == math.inf:
                 raise InvalidDurationError(name, seconds)
             key = ceil(log(seconds) * self._inverse_log_gamma)
         elif seconds >= 0.0:
