@@ -61,6 +61,11 @@ class timed:
 
     A decorated function may run concurrently. A ``timed`` object used as a context
     manager times one block at a time: write ``with timed(...)`` at each block.
+    Generator functions are not timed usefully by the decorator (it would time only the
+    creation of the generator): time the loop that consumes them with a block instead.
+
+    Cost: about 0.6 µs per decorated call on a slow machine, 1.1 µs for
+    ``with timed(...)`` (which also builds the object); see the benchmarks.
 
     Args:
         name: What is timed, e.g. ``"ollama.chat"``; the key in the recorder's summary.
