@@ -6,10 +6,17 @@ import botperf
 
 DOCUMENTED_PUBLIC_API = {
     "BotperfError",
+    "IncompatibleRecordersError",
+    "InvalidDurationError",
+    "LatencyRecorder",
+    "LatencyStats",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "TimerInUseError",
     "__version__",
+    "profile",
     "read_metrics",
+    "timed",
 }
 
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._exceptions import BotperfError as BotperfError
+from ._exceptions import IncompatibleRecordersError as IncompatibleRecordersError
+from ._exceptions import InvalidDurationError as InvalidDurationError
 from ._exceptions import MetricsFileError as MetricsFileError
 from ._exceptions import MetricsFileNotFoundError as MetricsFileNotFoundError
+from ._exceptions import TimerInUseError as TimerInUseError
+from ._latency import LatencyRecorder as LatencyRecorder
+from ._latency import LatencyStats as LatencyStats
+from ._profiling import profile as profile
+from ._profiling import timed as timed
 from ._reader import read_metrics as read_metrics
 
 try:
@@ -20,8 +27,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "BotperfError",
+    "IncompatibleRecordersError",
+    "InvalidDurationError",
+    "LatencyRecorder",
+    "LatencyStats",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "TimerInUseError",
     "__version__",
+    "profile",
     "read_metrics",
+    "timed",
 ]

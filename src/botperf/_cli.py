@@ -12,11 +12,14 @@ from collections.abc import Callable, Sequence
 
 from . import __version__
 from ._exceptions import BotperfError
+from ._report import add_report_parser
 
 __all__ = ["build_parser", "main"]
 
 #: Functions that each add one subcommand to the ``botperf`` sub-parsers.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    add_report_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

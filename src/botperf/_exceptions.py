@@ -10,8 +10,11 @@ from __future__ import annotations
 
 __all__ = [
     "BotperfError",
+    "IncompatibleRecordersError",
+    "InvalidDurationError",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "TimerInUseError",
 ]
 
 
@@ -46,3 +49,54 @@ class MetricsFileNotFoundError(BotperfError, FileNotFoundError):
     def __init__(self, path: str) -> None:
         super().__init__(f"no metrics file at {path!r}: check the path, or write one first")
         self.path = path
+
+
+class InvalidDurationError(BotperfError, ValueError):
+    """Raised when a duration to record is negative, NaN or infinite.
+
+    Attributes:
+        name: The name the duration was recorded under.
+        seconds: The rejected value.
+    """
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(
+            f"cannot record {seconds!r} seconds for {name!r}: a duration must be a finite "
+            "number >= 0; measure with time.perf_counter() differences"
+        )
+        self.name = name
+        self.seconds = seconds
+
+
+class IncompatibleRecordersError(BotperfError, ValueError):
+    """Raised when merging latency recorders built with different relative accuracies.
+
+    Attributes:
+        accuracy: The relative accuracy of the recorder merged into.
+        other_accuracy: The relative accuracy of the recorder merged from.
+    """
+
+    def __init__(self, accuracy: float, other_accuracy: float) -> None:
+        super().__init__(
+            f"cannot merge a LatencyRecorder with relative_accuracy={other_accuracy!r} into one "
+            f"with relative_accuracy={accuracy!r}: their buckets differ; build both recorders "
+            "with the same relative_accuracy"
+        )
+        self.accuracy = accuracy
+        self.other_accuracy = other_accuracy
+
+
+class TimerInUseError(BotperfError, RuntimeError):
+    """Raised when one ``timed`` or ``profile`` object is entered again before it exited.
+
+    Attributes:
+        name: What the object times: the timing name, or the profile's file.
+    """
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(
+            f"{kind}({name!r}) is already timing a block: one object times one block at a "
+            f"time; call {kind}(...) afresh for each block (as in `with {kind}(...):`), "
+            "or use it as a decorator, which is safe for concurrent calls"
+        )
+        self.name = name

@@ -1,0 +1,309 @@
+"""Timing and profiling helpers: :class:`timed` and :class:`profile`.
+
+Both are classes spelled in lower case, like :class:`contextlib.suppress`, because
+they read as verbs where they are used: ``with timed(...)``, ``@profile(...)``.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import functools
+import inspect
+import logging
+import os
+import pstats
+import sys
+from collections.abc import Callable
+from time import perf_counter
+from types import TracebackType
+from typing import Any, ParamSpec, Protocol, TextIO, TypeVar, cast, final
+
+from typing_extensions import Self
+
+from ._exceptions import TimerInUseError
+from ._latency import _DEFAULT_RECORDER, LatencyRecorder
+
+__all__ = ["EventRecorder", "profile", "timed"]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The orders :class:`profile` accepts, as :meth:`pstats.Stats.sort_stats` names them.
+SORT_KEYS = frozenset(pstats.Stats.sort_arg_dict_default)
+
+
+class EventRecorder(Protocol):
+    """What ``timed(..., metrics=...)`` needs: a :class:`~botperf.BatchMetricsWriter`, say."""
+
+    def record(self, event: str, /, **fields: object) -> None:
+        """Record one event with its fields; must not block."""
+
+
+@final
+class timed:
+    """Time a function or a block and record the duration under ``name``.
+
+    Use it as a decorator of sync or async functions (the decorated function keeps its
+    signature for type checkers; whether it is a coroutine function is decided once, at
+    decoration), or as a ``with`` / ``async with`` block. Each timing is measured with
+    :func:`time.perf_counter` and recorded in seconds into ``recorder``; a timing whose
+    function or block raised (anything, cancellation included) is recorded too, counted
+    in :attr:`LatencyStats.errors <botperf.LatencyStats.errors>`, and the exception
+    propagates unchanged.
+
+    With ``metrics``, each timing is also recorded as one event named ``name`` with the
+    fields ``duration_ms`` (float, milliseconds) and ``error`` (bool), e.g.
+    ``{"ts": ..., "event": "ollama.chat", "duration_ms": 812.5, "error": false}``, which
+    ``botperf report`` tabulates. An exception from ``metrics.record`` is logged and
+    does not disturb the timed code.
+
+    A decorated function may run concurrently. A ``timed`` object used as a context
+    manager times one block at a time: write ``with timed(...)`` at each block.
+    Generator functions are not timed usefully by the decorator (it would time only the
+    creation of the generator): time the loop that consumes them with a block instead.
+
+    Cost: about 0.6 µs per decorated call on a slow machine, 1.1 µs for
+    ``with timed(...)`` (which also builds the object); see the benchmarks.
+
+    Args:
+        name: What is timed, e.g. ``"ollama.chat"``; the key in the recorder's summary.
+        recorder: Where durations go; :meth:`LatencyRecorder.default()
+            <botperf.LatencyRecorder.default>`, the process-wide recorder, when ``None``.
+        metrics: An optional :class:`EventRecorder` (anything with
+            ``record(event, /, **fields)``) that also gets each timing as an event.
+
+    Attributes:
+        elapsed: The duration of the last block timed with ``with``, in seconds;
+            ``None`` before a block has finished.
+
+    Raises:
+        TimerInUseError: If the object is entered as a context manager while it is
+            already timing a block.
+    """
+
+    __slots__ = ("_metrics", "_name", "_recorder", "_start", "elapsed")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        recorder: LatencyRecorder | None = None,
+        metrics: EventRecorder | None = None,
+    ) -> None:
+        self._name = name
+        self._recorder = _DEFAULT_RECORDER if recorder is None else recorder
+        self._metrics = metrics
+        self._start: float | None = None
+        self.elapsed: float | None = None
+
+    @property
+    def name(self) -> str:
+        """What is timed."""
+        return self._name
+
+    @property
+    def recorder(self) -> LatencyRecorder:
+        """The recorder durations go to."""
+        return self._recorder
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        """Return ``func`` wrapped so that each call is timed; sync or async alike."""
+        finish = _finisher(self._name, self._recorder, self._metrics)
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                start = perf_counter()
+                try:
+                    result = await func(*args, **kwargs)
+                except BaseException:
+                    finish(perf_counter() - start, error=True)
+                    raise
+                finish(perf_counter() - start, error=False)
+                return result
+
+            return cast("Callable[P, R]", async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            start = perf_counter()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException:
+                finish(perf_counter() - start, error=True)
+                raise
+            finish(perf_counter() - start, error=False)
+            return result
+
+        return wrapper
+
+    def __enter__(self) -> Self:
+        if self._start is not None:
+            raise TimerInUseError("timed", self._name)
+        self._start = perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        seconds = perf_counter() - cast("float", self._start)
+        self._start = None
+        self.elapsed = seconds
+        error = exc_type is not None
+        self._recorder.observe(self._name, seconds, error=error)
+        if self._metrics is not None:
+            _record_event(self._metrics, self._name, seconds, error=error)
+
+    # The async protocol repeats the sync bodies: a call from one to the other would add
+    # a tenth to the cost of every async block.
+    async def __aenter__(self) -> Self:
+        if self._start is not None:
+            raise TimerInUseError("timed", self._name)
+        self._start = perf_counter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        seconds = perf_counter() - cast("float", self._start)
+        self._start = None
+        self.elapsed = seconds
+        error = exc_type is not None
+        self._recorder.observe(self._name, seconds, error=error)
+        if self._metrics is not None:
+            _record_event(self._metrics, self._name, seconds, error=error)
+
+    def __repr__(self) -> str:
+        return f"timed({self._name!r}, recorder={self._recorder!r})"
+
+
+class _Finish(Protocol):
+    def __call__(self, seconds: float, *, error: bool) -> None: ...
+
+
+def _finisher(name: str, recorder: LatencyRecorder, metrics: EventRecorder | None) -> _Finish:
+    # Built once per decorated function, so each call makes one call with no branching.
+    observe = recorder.observe
+    if metrics is None:
+        return functools.partial(observe, name)
+
+    def finish(seconds: float, *, error: bool) -> None:
+        observe(name, seconds, error=error)
+        _record_event(metrics, name, seconds, error=error)
+
+    return finish
+
+
+def _record_event(metrics: EventRecorder, name: str, seconds: float, *, error: bool) -> None:
+    try:
+        metrics.record(name, duration_ms=seconds * 1000.0, error=error)
+    except Exception:
+        logger.exception("timed(%r) could not record its timing in %r", name, metrics)
+
+
+@final
+class profile:
+    """Profile a block (or each call of a function) with :mod:`cProfile` and report it.
+
+    On exit, even when the block raised, the profile is written to ``path`` (if given;
+    open it later with :class:`pstats.Stats`, ``python -m pstats`` or snakeviz) and the
+    ``top`` most expensive functions by ``sort`` are printed to ``stream``. The
+    collected :class:`pstats.Stats` stays available as :attr:`stats`.
+
+    Used as a decorator, each call is profiled on its own and overwrites ``path``. For
+    an async function, cProfile sees the whole thread, so the profile also holds what
+    other tasks ran while the call awaited. cProfile allows one active profiler per
+    thread: do not nest or overlap profiles.
+
+    Args:
+        path: The ``.prof`` file to write, or ``None`` to only print.
+        top: How many functions to print; 0 prints nothing.
+        sort: The order, any key of :meth:`pstats.Stats.sort_stats`: ``"cumulative"``
+            (time in a function and everything it calls), ``"tottime"`` (in the
+            function itself), ``"calls"``, ...
+        stream: Where to print; :data:`sys.stdout` (looked up at exit) when ``None``.
+
+    Attributes:
+        stats: The statistics of the last profiled block, ``None`` before one finished.
+
+    Raises:
+        ValueError: If ``top`` is negative or ``sort`` is not a pstats sort key.
+        TimerInUseError: If the object is entered while it is already profiling.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        top: int = 20,
+        sort: str = "cumulative",
+        stream: TextIO | None = None,
+    ) -> None:
+        if top < 0:
+            raise ValueError(f"top must be >= 0 (0 prints nothing), got {top!r}")
+        if sort not in SORT_KEYS:
+            raise ValueError(f"sort must be one of {', '.join(sorted(SORT_KEYS))}; got {sort!r}")
+        self._path = None if path is None else os.fspath(path)
+        self._top = top
+        self._sort = sort
+        self._stream = stream
+        self._active = False
+        self.stats: pstats.Stats | None = None
+
+    _profiler: cProfile.Profile
+
+    def __enter__(self) -> Self:
+        if self._active:
+            raise TimerInUseError("profile", str(self._path))
+        self._active = True
+        self._profiler = cProfile.Profile()
+        self._profiler.enable()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        profiler = self._profiler
+        profiler.disable()
+        self._active = False
+        if self._path is not None:
+            profiler.dump_stats(self._path)
+        stream = sys.stdout if self._stream is None else self._stream
+        self.stats = pstats.Stats(profiler, stream=stream)
+        if self._top:
+            where = f"; the full profile is in {self._path}" if self._path else ""
+            print(f"botperf.profile: top {self._top} functions by {self._sort}{where}", file=stream)
+            self.stats.sort_stats(self._sort).print_stats(self._top)
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        """Return ``func`` wrapped so that each call is profiled and reported."""
+        path, top, sort, stream = self._path, self._top, self._sort, self._stream
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with profile(path, top=top, sort=sort, stream=stream):
+                    return await func(*args, **kwargs)
+
+            return cast("Callable[P, R]", async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with profile(path, top=top, sort=sort, stream=stream):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+    def __repr__(self) -> str:
+        return f"profile({self._path!r}, top={self._top!r}, sort={self._sort!r})"
