@@ -84,7 +84,7 @@ class _Sketch:
 class LatencyRecorder:
     """Per-name latency percentiles in memory that does not grow with the observations.
 
-    Each name keeps exact count, error count, sum, min and max, plus a histogram of
+    Each name keeps an exact count, error count, sum and max, plus a histogram of
     logarithmic buckets: bucket ``i`` counts the durations in
     ``(gamma**(i-1), gamma**i]`` with ``gamma = (1 + a) / (1 - a)`` for relative accuracy
     ``a``. A percentile is answered by the bucket holding the sample of that rank, and
