@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
+import signal
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
@@ -11,7 +14,13 @@ from typing import Any
 import discord
 import pytest
 
-from examples.discord_bot.bot import ChatBot, _rate_limits_raised, should_answer, strip_mention
+from examples.discord_bot.bot import (
+    ChatBot,
+    _rate_limits_raised,
+    run_bot,
+    should_answer,
+    strip_mention,
+)
 from examples.discord_bot.edits import EditThrottle, RateLimited
 from examples.discord_bot.protocol import ChatCore, Reply
 
@@ -195,3 +204,38 @@ async def test_close_closes_the_core_once() -> None:
     await bot.close()
     await bot.close()
     assert core.closed == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_sigterm_closes_the_bot_and_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    core = FakeCore([])
+    bot = make_bot(core)
+    started = asyncio.Event()
+
+    async def start(token: str, *, reconnect: bool = True) -> None:
+        started.set()
+        await asyncio.Event().wait()  # connected to Discord until a signal arrives
+
+    monkeypatch.setattr(bot, "start", start)
+    task = asyncio.create_task(run_bot(bot, "token"))
+    await started.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, timeout=10)  # a safety net; the signal ends it at once
+    assert bot.is_closed()
+    assert core.closed == 1
+
+
+@pytest.mark.anyio
+async def test_empty_reply_still_gets_a_message() -> None:
+    messages: list[str] = []
+
+    async def send(content: str) -> int:
+        messages.append(content)
+        return 0
+
+    async def edit(message: int, content: str) -> None:
+        raise AssertionError("one message, sent once")
+
+    await make_bot(FakeCore([])).answer(5, "ann", "hi", send, edit, None)
+    assert messages == ["(The model returned an empty reply.)"]

@@ -142,3 +142,12 @@ def test_demo_runs_from_the_command_line() -> None:
     assert result.returncode == 0, result.stderr
     assert "LLM calls made" in result.stdout
     assert "6/6 messages" in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--channels=0", "--rounds=-1", "--timeout=abc"])
+def test_command_line_rejects_non_positive_numbers(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--demo", option])
+    assert "argument" in capsys.readouterr().err

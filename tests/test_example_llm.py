@@ -168,3 +168,12 @@ async def test_result_before_the_end_is_an_error(fake_ollama: FakeOllama) -> Non
 def test_rejects_a_non_positive_timeout() -> None:
     with pytest.raises(ValueError, match="timeout must be > 0"):
         OllamaChat(timeout=0)
+
+
+async def test_failed_stream_is_not_restarted(fake_ollama: FakeOllama) -> None:
+    fake_ollama.fault = Fault.SERVER_ERROR
+    async with OllamaChat(host=fake_ollama.url) as llm, llm.stream(MESSAGES) as stream:
+        with pytest.raises(LLMError):
+            await stream.__anext__()
+        assert [piece async for piece in stream] == []
+    assert fake_ollama.count("/api/chat") == 1

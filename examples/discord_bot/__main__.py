@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import anyio
 
 from .core import PlainCore
 from .llm import OllamaChat
+
+N = TypeVar("N", int, float)
 
 MISSING_TOKEN = """\
 DISCORD_TOKEN is not set. Create a bot in the Discord Developer Portal and export its token:
@@ -21,6 +25,19 @@ DISCORD_TOKEN is not set. Create a bot in the Discord Developer Portal and expor
 
 (examples/discord_bot/README.md shows every step). Without a token, try
 `python -m examples.discord_bot --console` (needs Ollama) or `--demo` (needs nothing)."""
+
+
+def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -40,9 +57,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="asyncio",
         help="event loop for --console and --demo (the Discord bot needs asyncio)",
     )
-    parser.add_argument("--channels", type=int, default=120, help="demo: channels (120)")
-    parser.add_argument("--rounds", type=int, default=4, help="demo: messages per channel (4)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per LLM reply")
+    parser.add_argument("--channels", type=_positive(int), default=120, help="demo: channels (120)")
+    parser.add_argument(
+        "--rounds", type=_positive(int), default=4, help="demo: messages per channel (4)"
+    )
+    parser.add_argument(
+        "--timeout", type=_positive(float), default=120.0, help="seconds per LLM reply (120)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser.parse_args(argv)
 
@@ -94,13 +115,25 @@ def _discord(args: argparse.Namespace) -> int:
     if not token:
         print(MISSING_TOKEN, file=sys.stderr)
         return 2
+    import discord
+
     from .bot import ChatBot, run_bot
 
     guild = os.environ.get("DISCORD_GUILD_ID")
     llm = OllamaChat(timeout=args.timeout)
     logging.getLogger(__name__).info("answering with %s at %s", llm.model, llm.host)
     bot = ChatBot(PlainCore(llm), guild_id=int(guild) if guild else None)
-    anyio.run(run_bot, bot, token, backend="asyncio")
+    try:
+        asyncio.run(run_bot(bot, token))
+    except discord.LoginFailure:
+        print("Discord rejected DISCORD_TOKEN: copy the bot's token again.", file=sys.stderr)
+        return 1
+    except discord.PrivilegedIntentsRequired:
+        print(
+            "Enable the Message Content intent: Developer Portal > your application > Bot.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ does not care. :func:`run_bot` stops cleanly on SIGINT and SIGTERM and awaits
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import signal
@@ -20,7 +21,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import Any, TypeVar, final
 
-import anyio
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -33,6 +33,8 @@ __all__ = ["ChatBot", "run_bot", "should_answer", "strip_mention"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+EMPTY_REPLY = "(The model returned an empty reply.)"
 
 
 def should_answer(
@@ -205,6 +207,8 @@ class ChatBot(commands.Bot):
                     await renderer.feed(first)
                     async for chunk in chunks:
                         await renderer.feed(chunk)
+            if not renderer.text.strip():
+                await renderer.feed(EMPTY_REPLY)  # Discord refuses empty messages
             await renderer.finish()
         except (discord.HTTPException, RateLimited):
             logger.exception("channel %s: could not deliver the reply", channel_id)
@@ -223,17 +227,23 @@ async def run_bot(bot: ChatBot, token: str) -> None:
     """Run ``bot`` until Discord disconnects it or the process gets SIGINT/SIGTERM.
 
     Either way the bot is closed, which awaits ``core.aclose()`` (metrics flushed) before
-    returning. Must run on asyncio (discord.py's requirement).
+    returning. asyncio only, as discord.py is, hence asyncio's own signal handlers here.
+
+    Raises:
+        discord.LoginFailure: if Discord rejects the token.
+        discord.PrivilegedIntentsRequired: if the Message Content intent is not enabled.
     """
-    async with bot, anyio.create_task_group() as group:
-
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    logger.info("got %s, shutting down", signal.Signals(signum).name)
-                    group.cancel_scope.cancel()
-                    return
-
-        group.start_soon(stop_on_signal)
-        await bot.start(token)
-        group.cancel_scope.cancel()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None  # run_bot always runs inside a task
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        async with bot:  # its exit closes the bot, then the core
+            await bot.start(token)
+    except asyncio.CancelledError:
+        logger.info("signal received, shut down cleanly")
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)

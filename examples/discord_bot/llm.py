@@ -276,6 +276,7 @@ class ChatStream:
         self._deadline = 0.0
         self._first_token: float | None = None
         self._result: ChatResult | None = None
+        self._closed = False
 
     @property
     def result(self) -> ChatResult:
@@ -301,7 +302,11 @@ class ChatStream:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the underlying HTTP response if the stream was not read to the end."""
+        """Close the underlying HTTP response if the stream was not read to the end.
+
+        A closed stream (including one that failed) yields nothing more.
+        """
+        self._closed = True
         iterator, self._iterator = self._iterator, None
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
@@ -312,7 +317,7 @@ class ChatStream:
         return self
 
     async def __anext__(self) -> str:
-        if self._result is not None:
+        if self._result is not None or self._closed:
             raise StopAsyncIteration
         chat = self._chat
         try:
@@ -343,6 +348,7 @@ class ChatStream:
                         async for _ in self._iterator:
                             pass
                     self._iterator = None
+                    self._closed = True
                     if piece:
                         return piece
                     raise StopAsyncIteration
