@@ -16,6 +16,7 @@ from examples.discord_bot.core import PlainCore
 from examples.discord_bot.demo import (
     DemoConfig,
     DemoOutcome,
+    ProgressBar,
     Row,
     format_table,
     percentile,
@@ -151,3 +152,30 @@ def test_command_line_rejects_non_positive_numbers(
     with pytest.raises(SystemExit):
         main(["--demo", option])
     assert "argument" in capsys.readouterr().err
+
+
+def test_progress_bar_writes_a_line_per_quarter_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(8, stream=stream, width=4)
+    for _ in range(8):
+        bar.advance()
+    bar.close()
+    assert stream.getvalue().splitlines() == [
+        "  [#...] 2/8 messages",
+        "  [##..] 4/8 messages",
+        "  [###.] 6/8 messages",
+        "  [####] 8/8 messages",
+    ]
+
+
+def test_progress_bar_redraws_in_place_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    bar = ProgressBar(2, stream=stream, width=2)
+    bar.advance()
+    bar.advance()
+    bar.close()
+    assert stream.getvalue() == "\r  [#.] 1/2 messages\r  [##] 2/2 messages\n"

@@ -160,29 +160,36 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 @final
 class ProgressBar:
-    """A one-line progress bar on a text stream (stderr), redrawn only when it changes."""
+    """A progress bar on a text stream (stderr): one line redrawn in place on a terminal, a
+    line per quarter otherwise (logs, pipes)."""
 
     def __init__(self, total: int, *, stream: TextIO = sys.stderr, width: int = 30) -> None:
         self.total = max(total, 1)
         self.done = 0
         self._stream = stream
         self._width = width
-        self._drawn = -1
+        self._interactive = stream.isatty()
+        self._steps = width if self._interactive else 4
+        self._drawn = 0
 
     def advance(self, count: int = 1) -> None:
         """Count ``count`` more finished items and redraw if the bar moved."""
         self.done += count
+        step = self._steps * self.done // self.total
+        if step == self._drawn:
+            return
+        self._drawn = step
         filled = self._width * self.done // self.total
-        if filled != self._drawn or self.done == self.total:
-            self._drawn = filled
-            bar = "#" * filled + "." * (self._width - filled)
-            self._stream.write(f"\r  [{bar}] {self.done}/{self.total} messages")
-            self._stream.flush()
+        bar = "#" * filled + "." * (self._width - filled)
+        line = f"  [{bar}] {self.done}/{self.total} messages"
+        self._stream.write(f"\r{line}" if self._interactive else f"{line}\n")
+        self._stream.flush()
 
     def close(self) -> None:
-        """End the line."""
-        self._stream.write("\n")
-        self._stream.flush()
+        """End the bar's line."""
+        if self._interactive:
+            self._stream.write("\n")
+            self._stream.flush()
 
 
 @dataclass(frozen=True)
