@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
+
+if TYPE_CHECKING:
+    from examples.discord_bot.fake_ollama import FakeOllama
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # ollama-python leaves httpx's line iterator to the garbage collector when a stream ends
+    # on an {"error": ...} line; trio warns about it (examples/discord_bot/llm.py explains).
+    config.addinivalue_line(
+        "filterwarnings",
+        r"ignore:Async generator 'httpx\._models\.Response\.aiter_\w+' was garbage"
+        ":ResourceWarning",
+    )
+    # discord.py (voice support) imports audioop, deprecated since Python 3.11.
+    config.addinivalue_line("filterwarnings", "ignore:'audioop' is deprecated:DeprecationWarning")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run each ``@pytest.mark.anyio`` test once per backend."""
     return str(request.param)
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    """The example bot's Ollama-compatible server on 127.0.0.1, fast enough for tests."""
+    from examples.discord_bot.fake_ollama import FakeOllama
+
+    with FakeOllama(time_to_first_token=0.01, token_delay=0.001) as server:
+        yield server

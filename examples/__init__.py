@@ -1,0 +1,1 @@
+"""Runnable examples for botperf (``python -m examples.discord_bot``)."""

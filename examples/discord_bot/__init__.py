@@ -1,0 +1,4 @@
+"""A Discord bot answering through Ollama, with a console mode and a self-contained demo.
+
+Run ``python -m examples.discord_bot --help``; see ``README.md`` beside this file.
+"""

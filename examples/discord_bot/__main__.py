@@ -1,0 +1,141 @@
+"""``python -m examples.discord_bot``: the Discord bot, or ``--console``, or ``--demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import anyio
+
+from .core import PlainCore
+from .llm import OllamaChat
+
+N = TypeVar("N", int, float)
+
+MISSING_TOKEN = """\
+DISCORD_TOKEN is not set. Create a bot in the Discord Developer Portal and export its token:
+
+    export DISCORD_TOKEN=...
+
+(examples/discord_bot/README.md shows every step). Without a token, try
+`python -m examples.discord_bot --console` (needs Ollama) or `--demo` (needs nothing)."""
+
+
+def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.discord_bot",
+        description="A Discord bot answering through Ollama. Without options it runs the bot "
+        "(DISCORD_TOKEN, OLLAMA_HOST, OLLAMA_MODEL from the environment).",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--console", action="store_true", help="chat in this terminal instead")
+    mode.add_argument(
+        "--demo", action="store_true", help="simulate a burst of users against a fake Ollama"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="event loop for --console and --demo (the Discord bot needs asyncio)",
+    )
+    parser.add_argument("--channels", type=_positive(int), default=120, help="demo: channels (120)")
+    parser.add_argument(
+        "--rounds", type=_positive(int), default=4, help="demo: messages per channel (4)"
+    )
+    parser.add_argument(
+        "--timeout", type=_positive(float), default=120.0, help="seconds per LLM reply (120)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    if args.demo:
+        return _demo(args)
+    if args.console:
+        return _console(args)
+    return _discord(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, report, run_demo
+
+    config = DemoConfig(channels=args.channels, rounds=args.rounds)
+    print(
+        f"Demo: {config.messages} messages from simulated users in {config.channels} channels, "
+        f"against a fake Ollama on 127.0.0.1.",
+        file=sys.stderr,
+    )
+    outcome = anyio.run(run_demo, config, PlainCore, backend=args.backend)
+    print(report(outcome))
+    return 0
+
+
+def _console(args: argparse.Namespace) -> int:
+    llm = OllamaChat(timeout=args.timeout)
+    print(f"Chatting with {llm.model} at {llm.host}.")
+    anyio.run(_run_console, PlainCore(llm), backend=args.backend)
+    return 0
+
+
+async def _run_console(core: PlainCore) -> None:
+    from .console import run_console
+
+    await run_console(core, author=getpass.getuser())
+
+
+def _discord(args: argparse.Namespace) -> int:
+    token = os.environ.get("DISCORD_TOKEN")
+    if not token:
+        print(MISSING_TOKEN, file=sys.stderr)
+        return 2
+    import discord
+
+    from .bot import ChatBot, run_bot
+
+    guild = os.environ.get("DISCORD_GUILD_ID")
+    llm = OllamaChat(timeout=args.timeout)
+    logging.getLogger(__name__).info("answering with %s at %s", llm.model, llm.host)
+    bot = ChatBot(PlainCore(llm), guild_id=int(guild) if guild else None)
+    try:
+        asyncio.run(run_bot(bot, token))
+    except discord.LoginFailure:
+        print("Discord rejected DISCORD_TOKEN: copy the bot's token again.", file=sys.stderr)
+        return 1
+    except discord.PrivilegedIntentsRequired:
+        print(
+            "Enable the Message Content intent: Developer Portal > your application > Bot.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The Discord adapter: discord.py 2.x in front of a :class:`~.protocol.ChatCore`. Kept thin.
+
+The bot answers when it is mentioned or spoken to in a DM, and through the ``/ask`` and
+``/reset`` slash commands. It shows the typing indicator until the first words arrive, then
+streams the reply by editing its message (paced per channel by :class:`~.edits.EditThrottle`,
+backing off on HTTP 429), continuing in new messages beyond 2,000 characters without breaking
+code blocks. It ignores other bots and never pings anyone (``AllowedMentions.none()``).
+
+discord.py runs on asyncio only, so this module does too; the core it drives uses anyio and
+does not care. :func:`run_bot` stops cleanly on SIGINT and SIGTERM and awaits
+``core.aclose()`` (which flushes the metrics) before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from typing import Any, TypeVar, final
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from .edits import EditThrottle, RateLimited, StreamRenderer
+from .protocol import ChatCore
+
+__all__ = ["ChatBot", "run_bot", "should_answer", "strip_mention"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EMPTY_REPLY = "(The model returned an empty reply.)"
+
+
+def should_answer(
+    *, author_id: int, author_is_bot: bool, bot_id: int, in_dm: bool, mentioned_ids: Collection[int]
+) -> bool:
+    """Whether the bot answers a message: never to a bot (itself included), else in DMs or when
+    mentioned by name (``@everyone`` does not count)."""
+    if author_is_bot or author_id == bot_id:
+        return False
+    return in_dm or bot_id in mentioned_ids
+
+
+def strip_mention(content: str, bot_id: int) -> str:
+    """Remove the bot's own mentions (``<@id>`` and the older ``<@!id>``) from a message."""
+    return re.sub(rf"<@!?{bot_id}>", " ", content).strip()
+
+
+def _retry_after(error: discord.HTTPException) -> float | None:
+    try:
+        return float(error.response.headers.get("Retry-After", ""))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+async def _rate_limits_raised(call: Awaitable[T]) -> T:
+    """Await a Discord call, turning its HTTP 429 forms into :class:`~.edits.RateLimited`.
+
+    discord.py retries most 429s itself; what reaches us is a 429 it would not wait for
+    (``discord.RateLimited``, beyond ``max_ratelimit_timeout``) or one it could not parse.
+    """
+    try:
+        return await call
+    except discord.RateLimited as error:
+        raise RateLimited(error.retry_after) from error
+    except discord.HTTPException as error:
+        if error.status == 429:
+            raise RateLimited(_retry_after(error)) from error
+        raise
+
+
+@final
+class ChatBot(commands.Bot):
+    """A discord.py bot that hands every question to ``core``.
+
+    Args:
+        core: the chat core; closed by :meth:`close`.
+        throttle: paces message edits per channel (default: one per second).
+        guild_id: sync the slash commands to this guild only (instant, for testing); by
+            default they are synced globally.
+        sync_commands: sync the slash commands with Discord at start-up.
+    """
+
+    def __init__(
+        self,
+        core: ChatCore,
+        *,
+        throttle: EditThrottle | None = None,
+        guild_id: int | None = None,
+        sync_commands: bool = True,
+    ) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: enable it in the Developer Portal too
+        super().__init__(
+            # Only slash commands and mentions are used; prefix commands are never processed.
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+            max_ratelimit_timeout=30.0,
+        )
+        self.core = core
+        self.throttle = throttle if throttle is not None else EditThrottle()
+        self.guild_id = guild_id
+        self.sync_commands = sync_commands
+        self._core_closed = False
+        self._add_slash_commands()
+
+    def _add_slash_commands(self) -> None:
+        @self.tree.command(name="ask", description="Ask the model a question")
+        @app_commands.describe(question="What to ask")
+        async def ask(interaction: discord.Interaction[ChatBot], question: str) -> None:
+            await interaction.response.defer(thinking=True)
+            channel_id = interaction.channel_id or interaction.user.id
+
+            async def send(content: str) -> discord.WebhookMessage:
+                return await interaction.followup.send(content, wait=True)
+
+            async def edit(message: discord.WebhookMessage, content: str) -> None:
+                await message.edit(content=content)
+
+            await self.answer(channel_id, str(interaction.user), question, send, edit, None)
+
+        @self.tree.command(name="reset", description="Forget this channel's conversation")
+        async def reset(interaction: discord.Interaction[ChatBot]) -> None:
+            await self.core.reset(interaction.channel_id or interaction.user.id)
+            await interaction.response.send_message("History cleared.", ephemeral=True)
+
+    async def setup_hook(self) -> None:
+        if not self.sync_commands:
+            return
+        if self.guild_id is None:
+            await self.tree.sync()
+        else:
+            guild = discord.Object(id=self.guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+
+    async def on_ready(self) -> None:
+        logger.info("logged in as %s (%s)", self.user, getattr(self.user, "id", "?"))
+
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.user
+        if me is None or not should_answer(
+            author_id=message.author.id,
+            author_is_bot=message.author.bot,
+            bot_id=me.id,
+            in_dm=message.guild is None,
+            mentioned_ids={user.id for user in message.mentions},
+        ):
+            return
+        text = strip_mention(message.content, me.id)
+        if not text:
+            await message.reply("Ask me something after the mention.", mention_author=False)
+            return
+        replied = False
+
+        async def send(content: str) -> discord.Message:
+            nonlocal replied
+            if replied:
+                return await message.channel.send(content)
+            replied = True
+            return await message.reply(content, mention_author=False)
+
+        async def edit(sent: discord.Message, content: str) -> None:
+            await sent.edit(content=content)
+
+        await self.answer(
+            message.channel.id, str(message.author), text, send, edit, message.channel.typing()
+        )
+
+    async def answer(
+        self,
+        channel_id: int,
+        author: str,
+        text: str,
+        send: Callable[[str], Awaitable[T]],
+        edit: Callable[[T, str], Awaitable[None]],
+        typing: AbstractAsyncContextManager[Any] | None,
+    ) -> None:
+        """Stream the core's reply to ``text`` into Discord through ``send`` and ``edit``.
+
+        ``typing`` (the channel's typing indicator, if any) is held until the first piece
+        arrives. Delivery failures are logged, never raised: one lost reply must not stop
+        the bot.
+        """
+
+        async def send_(content: str) -> T:
+            return await _rate_limits_raised(send(content))
+
+        async def edit_(sent: T, content: str) -> None:
+            await _rate_limits_raised(edit(sent, content))
+
+        renderer = StreamRenderer(channel_id, send=send_, edit=edit_, throttle=self.throttle)
+        chunks: AsyncGenerator[str, None] = self.core.stream(channel_id, author, text)
+        try:
+            async with aclosing(chunks):
+                async with typing or nullcontext():
+                    first = await anext(chunks, None)
+                if first is not None:
+                    await renderer.feed(first)
+                    async for chunk in chunks:
+                        await renderer.feed(chunk)
+            if not renderer.text.strip():
+                await renderer.feed(EMPTY_REPLY)  # Discord refuses empty messages
+            await renderer.finish()
+        except (discord.HTTPException, RateLimited):
+            logger.exception("channel %s: could not deliver the reply", channel_id)
+
+    async def close(self) -> None:
+        """Disconnect from Discord, then close the core (flushing its metrics), once."""
+        try:
+            await super().close()
+        finally:
+            if not self._core_closed:
+                self._core_closed = True
+                await self.core.aclose()
+
+
+async def run_bot(bot: ChatBot, token: str) -> None:
+    """Run ``bot`` until Discord disconnects it or the process gets SIGINT/SIGTERM.
+
+    Either way the bot is closed, which awaits ``core.aclose()`` (metrics flushed) before
+    returning. asyncio only, as discord.py is, hence asyncio's own signal handlers here.
+
+    Raises:
+        discord.LoginFailure: if Discord rejects the token.
+        discord.PrivilegedIntentsRequired: if the Message Content intent is not enabled.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None  # run_bot always runs inside a task
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        async with bot:  # its exit closes the bot, then the core
+            await bot.start(token)
+    except asyncio.CancelledError:
+        logger.info("signal received, shut down cleanly")
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,326 @@
+"""Demo mode: a burst of simulated users against a fake Ollama, measured live.
+
+Needs neither Discord nor Ollama. :func:`run_demo` starts
+:class:`~.fake_ollama.FakeOllama` on 127.0.0.1, builds a core on an
+:class:`~.llm.OllamaChat` pointed at it, and plays :func:`plan`: in each round every channel
+gets one message at (almost) the same moment. Channels follow a few conversation *tracks*:
+all channels of a track ask the same questions in the same order, so their histories stay
+identical and many users ask the same thing at once, which is what a deduplicating core
+collapses. Rounds run one after another, because each round's history feeds the next.
+
+The table printed at the end is measured on that run. It is assembled from *sections*: each
+a function of the :class:`DemoOutcome` returning :class:`Row` objects. :data:`SECTIONS`
+holds the ones every core supports (traffic, latency); a core with more to say (deduplication,
+channels held and evicted, metric events and disk writes) adds its own by passing
+``sections=(*SECTIONS, ...)`` to :func:`report`; its rows read ``outcome.core``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, NamedTuple, TextIO, TypeVar, final
+
+import anyio
+
+from .fake_ollama import FakeOllama
+from .llm import OllamaChat
+from .protocol import ChatCore
+
+__all__ = [
+    "QUESTIONS",
+    "SECTIONS",
+    "DemoConfig",
+    "DemoOutcome",
+    "ProgressBar",
+    "Row",
+    "format_table",
+    "latency_rows",
+    "percentile",
+    "plan",
+    "report",
+    "run_demo",
+    "traffic_rows",
+]
+
+CoreT = TypeVar("CoreT", bound=ChatCore, covariant=True)
+
+QUESTIONS = (
+    "How do I reverse a list in Python?",
+    "What is the difference between a process and a thread?",
+    "How does an LRU cache work?",
+    "Why is my Discord bot not seeing message content?",
+    "What does async/await actually do?",
+    "How do I read a file line by line?",
+    "What is a race condition?",
+    "How do I measure the latency of a function?",
+    "What is JSON Lines?",
+    "How do I pull a model with Ollama?",
+    "What is exponential backoff?",
+    "How do I write a systemd service?",
+    "What is a p99 latency?",
+    "How do rate limits work on Discord?",
+    "What is single-flight deduplication?",
+    "How do I keep chat history short for an LLM?",
+    "What is a context window?",
+    "How do I stream a reply token by token?",
+    "What is structured concurrency?",
+    "How do I cancel a task cleanly?",
+    "What is the GIL?",
+    "How do I batch writes to disk?",
+    "What is a token in an LLM?",
+    "How do I profile Python code?",
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The simulated burst and the fake server's speed.
+
+    Args:
+        channels: channels with users talking at once.
+        rounds: messages per channel, one round after another.
+        tracks: distinct conversations; channel ``c`` follows track ``c % tracks``.
+        arrival_spread: seconds over which one round's messages arrive.
+        time_to_first_token: the fake server's delay before the first token, seconds.
+        token_delay: the fake server's delay between tokens, seconds.
+        reply_tokens: tokens per canned reply.
+        seed: seeds the arrival jitter, so two runs send the same burst.
+    """
+
+    channels: int = 120
+    rounds: int = 4
+    tracks: int = 6
+    arrival_spread: float = 0.05
+    time_to_first_token: float = 0.25
+    token_delay: float = 0.015
+    reply_tokens: int = 32
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "rounds", "tracks", "reply_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("arrival_spread", "time_to_first_token", "token_delay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+
+    @property
+    def messages(self) -> int:
+        """How many messages the run sends."""
+        return self.channels * self.rounds
+
+
+class Message(NamedTuple):
+    """One simulated user message."""
+
+    channel_id: int
+    author: str
+    text: str
+    delay: float
+    """Seconds after the start of its round."""
+
+
+class Row(NamedTuple):
+    """One line of the results table."""
+
+    label: str
+    value: str
+    note: str = ""
+
+
+def plan(config: DemoConfig) -> list[list[Message]]:
+    """The messages of each round, deterministic for a given config."""
+    jitter = random.Random(config.seed)
+    rounds: list[list[Message]] = []
+    for round_ in range(config.rounds):
+        messages = []
+        for channel in range(config.channels):
+            track = channel % config.tracks
+            question = QUESTIONS[(track * config.rounds + round_) % len(QUESTIONS)]
+            author = f"user{channel:03d}-{round_ % 3}"
+            delay = jitter.uniform(0, config.arrival_spread)
+            messages.append(Message(1000 + channel, author, question, delay))
+        rounds.append(messages)
+    return rounds
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (``fraction`` in [0, 1]) of ``values``; 0.0 if empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = min(max(math.ceil(fraction * len(ordered)), 1), len(ordered))
+    return ordered[rank - 1]
+
+
+@final
+class ProgressBar:
+    """A progress bar on a text stream (stderr): one line redrawn in place on a terminal, a
+    line per quarter otherwise (logs, pipes)."""
+
+    def __init__(self, total: int, *, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self._stream = stream
+        self._width = width
+        self._interactive = stream.isatty()
+        self._steps = width if self._interactive else 4
+        self._drawn = 0
+
+    def advance(self, count: int = 1) -> None:
+        """Count ``count`` more finished items and redraw if the bar moved."""
+        self.done += count
+        step = self._steps * self.done // self.total
+        if step == self._drawn:
+            return
+        self._drawn = step
+        filled = self._width * self.done // self.total
+        bar = "#" * filled + "." * (self._width - filled)
+        line = f"  [{bar}] {self.done}/{self.total} messages"
+        self._stream.write(f"\r{line}" if self._interactive else f"{line}\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self._interactive:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+@dataclass(frozen=True)
+class DemoOutcome(Generic[CoreT]):
+    """What one run measured. ``core`` is the core it ran, for sections that read its stats."""
+
+    config: DemoConfig
+    core: CoreT
+    messages: int
+    failed: int
+    """Replies that explain a failure instead of answering."""
+    llm_calls: int
+    """``/api/chat`` requests the fake server received (its own count)."""
+    latencies: tuple[float, ...]
+    """Seconds from each message to its complete reply."""
+    wall: float
+    """Seconds the whole burst took."""
+
+
+def traffic_rows(outcome: DemoOutcome[ChatCore]) -> list[Row]:
+    """Messages, replies and the LLM calls they cost."""
+    saved = outcome.messages - outcome.llm_calls
+    share = saved / outcome.messages if outcome.messages else 0.0
+    config = outcome.config
+    return [
+        Row(
+            "messages sent",
+            f"{outcome.messages}",
+            f"{config.channels} channels x {config.rounds} rounds, {config.tracks} conversations",
+        ),
+        Row("replies ok / failed", f"{outcome.messages - outcome.failed} / {outcome.failed}"),
+        Row("LLM calls made", f"{outcome.llm_calls}", "counted by the Ollama server"),
+        Row("LLM calls saved", f"{saved} ({share:.0%})", "messages answered without a call"),
+    ]
+
+
+def latency_rows(outcome: DemoOutcome[ChatCore]) -> list[Row]:
+    """Reply latency percentiles and throughput."""
+    values = outcome.latencies
+    rate = outcome.messages / outcome.wall if outcome.wall else 0.0
+    config = outcome.config
+    return [
+        Row(
+            "reply latency p50 / p99",
+            f"{percentile(values, 0.5) * 1e3:.0f} / {percentile(values, 0.99) * 1e3:.0f} ms",
+            f"model: {config.time_to_first_token * 1e3:.0f} ms to first token + "
+            f"{config.reply_tokens} x {config.token_delay * 1e3:.0f} ms",
+        ),
+        Row("wall time", f"{outcome.wall:.1f} s", f"{rate:.0f} messages/s"),
+    ]
+
+
+SECTIONS: tuple[Callable[[DemoOutcome[ChatCore]], Iterable[Row]], ...] = (
+    traffic_rows,
+    latency_rows,
+)
+"""The rows every core supports."""
+
+
+def format_table(rows: Iterable[Row]) -> str:
+    """Align rows into a plain-text table."""
+    rows = list(rows)
+    label_width = max((len(row.label) for row in rows), default=0)
+    value_width = max((len(row.value) for row in rows), default=0)
+    lines = []
+    for row in rows:
+        line = f"  {row.label:<{label_width}}  {row.value:>{value_width}}"
+        lines.append(f"{line}  {row.note}".rstrip() if row.note else line)
+    return "\n".join(lines)
+
+
+def report(
+    outcome: DemoOutcome[CoreT],
+    sections: Sequence[Callable[[DemoOutcome[CoreT]], Iterable[Row]]] = SECTIONS,
+) -> str:
+    """The results table: the rows of every section, in order."""
+    return format_table(row for section in sections for row in section(outcome))
+
+
+async def run_demo(
+    config: DemoConfig,
+    make_core: Callable[[OllamaChat], CoreT],
+    *,
+    progress: TextIO | None = sys.stderr,
+) -> DemoOutcome[CoreT]:
+    """Run the burst against a fresh fake Ollama and measure it.
+
+    Args:
+        config: the burst.
+        make_core: builds the core from the client pointed at the fake server; the demo
+            closes the core (``aclose``) before returning.
+        progress: where the progress bar goes, ``None`` for none.
+    """
+    with FakeOllama(
+        time_to_first_token=config.time_to_first_token,
+        token_delay=config.token_delay,
+        reply_tokens=config.reply_tokens,
+    ) as server:
+        core = make_core(OllamaChat(host=server.url, model="llama3.2", timeout=30.0))
+        latencies: list[float] = []
+        failed = 0
+        bar = ProgressBar(config.messages, stream=progress) if progress else None
+
+        async def one(message: Message) -> None:
+            nonlocal failed
+            await anyio.sleep(message.delay)
+            started = time.perf_counter()
+            reply = await core.handle(message.channel_id, message.author, message.text)
+            latencies.append(time.perf_counter() - started)
+            if not reply.ok:
+                failed += 1
+            if bar is not None:
+                bar.advance()
+
+        started = time.perf_counter()
+        try:
+            for messages in plan(config):
+                async with anyio.create_task_group() as group:
+                    for message in messages:
+                        group.start_soon(one, message)
+        finally:
+            wall = time.perf_counter() - started
+            if bar is not None:
+                bar.close()
+            await core.aclose()
+        return DemoOutcome(
+            config=config,
+            core=core,
+            messages=len(latencies),
+            failed=failed,
+            llm_calls=server.count("/api/chat"),
+            latencies=tuple(latencies),
+            wall=wall,
+        )

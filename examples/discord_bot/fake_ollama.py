@@ -1,0 +1,432 @@
+"""A small Ollama-compatible HTTP server on 127.0.0.1, for the demo and the tests.
+
+It speaks enough of Ollama's REST API for a chat bot: ``POST /api/chat`` (one JSON object
+with ``"stream": false``, NDJSON chunks otherwise, streaming being Ollama's default),
+``GET /api/tags`` and ``GET /api/version``. Replies are canned and deterministic (see
+:func:`canned_reply`), delivered with a configurable time to first token and per-token delay,
+and carry the statistics Ollama reports (durations in nanoseconds). The server counts every
+request per path and model, so a test can check how many LLM calls really reached it, and it
+can be told to misbehave (:class:`Fault`) the ways a real Ollama does.
+
+Only the standard library is used: a ``ThreadingHTTPServer`` runs in a background thread, one
+thread per connection, so it works the same whatever event loop the client runs on.
+
+Example::
+
+    with FakeOllama(time_to_first_token=0.05, token_delay=0.01) as server:
+        client = ollama.AsyncClient(host=server.url)
+        ...
+        assert server.count("/api/chat", "llama3.2") == 1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import enum
+import hashlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, final
+
+__all__ = ["DEFAULT_MODELS", "FakeOllama", "Fault", "canned_reply", "tokenize"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ("llama3.2:latest",)
+"""Models the server knows unless told otherwise (``llama3.2`` matches ``llama3.2:latest``)."""
+
+_VERSION = "0.6.3"
+_WORDS = (
+    "cache", "channel", "latency", "token", "prompt", "batch", "history", "request",
+    "stream", "model", "reply", "metric", "queue", "thread", "event", "buffer",
+)  # fmt: skip
+
+
+class Fault(enum.Enum):
+    """Ways the server can be told to fail (an unknown model gives a 404 without one)."""
+
+    SERVER_ERROR = "server_error"
+    """Answer ``/api/chat`` with HTTP 500 and ``{"error": ...}``."""
+    HANG = "hang"
+    """Accept ``/api/chat`` and never answer (until the server stops)."""
+    DISCONNECT = "disconnect"
+    """Stream a few tokens, then close the connection without finishing the body."""
+    ERROR_LINE = "error_line"
+    """Stream a few tokens, then an ``{"error": ...}`` line, on HTTP 200 as Ollama does."""
+
+
+def tokenize(text: str) -> list[str]:
+    """Split text into the pieces the server streams, one "token" per word with its space."""
+    words = text.split(" ")
+    return [word + " " for word in words[:-1]] + [words[-1]]
+
+
+def canned_reply(question: str, *, tokens: int = 24) -> str:
+    """Return the deterministic reply the server gives to ``question`` (its last user message).
+
+    The same question always gets the same reply, so tests can predict it and identical
+    conversations stay identical (which is what makes deduplication observable).
+    """
+    digest = hashlib.sha256(question.strip().encode()).digest()
+    filler = [_WORDS[byte % len(_WORDS)] for byte in digest]
+    opening = f"About {question.strip()!r}:".split(" ")
+    words = opening + [filler[i % len(filler)] for i in range(max(tokens - len(opening), 1))]
+    return " ".join(words) + "."
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _normalize_model(name: str) -> str:
+    return name if ":" in name else f"{name}:latest"
+
+
+@final
+class FakeOllama:
+    """An Ollama-compatible HTTP server on 127.0.0.1, started and stopped as a context manager.
+
+    Args:
+        port: TCP port; 0 (the default) lets the OS choose, then read :attr:`port` or :attr:`url`.
+        models: model names the server knows; others get Ollama's 404 ``model ... not found``.
+        time_to_first_token: seconds before the first chunk (or the whole non-streaming reply).
+        token_delay: seconds between streamed tokens (also spent, in total, before a
+            non-streaming reply).
+        reply_tokens: approximate length of each canned reply, in tokens.
+
+    The timing options and :attr:`fault` may be changed while the server runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        models: Iterable[str] = DEFAULT_MODELS,
+        time_to_first_token: float = 0.2,
+        token_delay: float = 0.02,
+        reply_tokens: int = 24,
+    ) -> None:
+        if time_to_first_token < 0 or token_delay < 0:
+            raise ValueError("time_to_first_token and token_delay must be >= 0 seconds")
+        if reply_tokens < 1:
+            raise ValueError(f"reply_tokens must be >= 1, got {reply_tokens}")
+        self.models = tuple(_normalize_model(model) for model in models)
+        self.time_to_first_token = time_to_first_token
+        self.token_delay = token_delay
+        self.reply_tokens = reply_tokens
+        self.fault: Fault | None = None
+        self._requested_port = port
+        self._counts: Counter[tuple[str, str | None]] = Counter()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on (only while it runs)."""
+        if self._httpd is None:
+            raise RuntimeError("FakeOllama is not running; use it as a context manager")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``, ready for ``ollama.AsyncClient(host=...)``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def count(self, path: str | None = None, model: str | None = None) -> int:
+        """Return how many requests arrived, optionally only for one path and/or model.
+
+        Every request is counted on arrival, whether it then succeeds, fails or hangs.
+        ``model`` matches with or without the ``:latest`` tag.
+        """
+        wanted = None if model is None else _normalize_model(model)
+        with self._lock:
+            return sum(
+                n
+                for (p, m), n in self._counts.items()
+                if (path is None or p == path) and (wanted is None or m == wanted)
+            )
+
+    def reset_counts(self) -> None:
+        """Forget every request counted so far."""
+        with self._lock:
+            self._counts.clear()
+
+    def start(self) -> FakeOllama:
+        """Start serving in a background thread; return ``self``."""
+        if self._httpd is not None:
+            raise RuntimeError("FakeOllama is already running")
+        self._stopping.clear()
+        self._httpd = _Server(("127.0.0.1", self._requested_port), _Handler, self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.01},  # how fast stop() takes effect
+            name=f"fake-ollama-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: release hung requests, close open connections, join the threads."""
+        httpd, thread = self._httpd, self._thread
+        if httpd is None or thread is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        thread.join()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            # Wakes handler threads blocked reading an idle keep-alive connection.
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        httpd.server_close()  # joins the handler threads
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> FakeOllama:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _count(self, path: str, model: str | None) -> None:
+        with self._lock:
+            self._counts[path, None if model is None else _normalize_model(model)] += 1
+
+    def _track(self, connection: socket.socket, *, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = False  # stop() joins them, after waking the blocked ones
+    block_on_close = True
+    request_queue_size = 256  # a burst of simultaneous users must not overflow the backlog
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[_Handler], owner: FakeOllama
+    ) -> None:
+        self.owner = owner
+        super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing its keep-alive connections is routine, not worth a traceback.
+        logger.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked NDJSON, like Ollama's Go server
+    server_version = "FakeOllama"
+    server: _Server
+    timeout = 30.0  # an idle keep-alive connection is dropped after this many seconds
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection, open_=True)
+
+    def finish(self) -> None:
+        self.server.owner._track(self.connection, open_=False)
+        with contextlib.suppress(OSError):  # the client went away first
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        owner._count(self.path, None)
+        if self.path == "/api/version":
+            self._send_json(HTTPStatus.OK, {"version": _VERSION})
+        elif self.path == "/api/tags":
+            self._send_json(HTTPStatus.OK, {"models": [_model_entry(m) for m in owner.models]})
+        elif self.path == "/":
+            self._send_text(HTTPStatus.OK, "Ollama is running")
+        else:
+            self._send_text(HTTPStatus.NOT_FOUND, "404 page not found")
+
+    def do_HEAD(self) -> None:
+        self.server.owner._count(self.path, None)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        owner = self.server.owner
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError as error:
+            owner._count(self.path, None)
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": f"invalid JSON: {error}"})
+            return
+        model = body.get("model") if isinstance(body, dict) else None
+        owner._count(self.path, model if isinstance(model, str) else None)
+        if self.path != "/api/chat":
+            self._send_text(HTTPStatus.NOT_FOUND, "404 page not found")
+            return
+        self._chat(body)
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        owner = self.server.owner
+        model = body.get("model")
+        messages = body.get("messages") or []
+        if not isinstance(model, str) or not model:
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": "model is required"})
+            return
+        if _normalize_model(model) not in owner.models:
+            error = f"model '{model}' not found, try pulling it first"
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": error})
+            return
+        fault = owner.fault
+        if fault is Fault.SERVER_ERROR:
+            error = "llama runner process has terminated: exit status 2"
+            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": error})
+            return
+        if fault is Fault.HANG:
+            owner._stopping.wait()
+            self.close_connection = True
+            return
+        question = next(
+            (str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"),
+            "",
+        )
+        tokens = tokenize(canned_reply(question, tokens=owner.reply_tokens))
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
+        if body.get("stream", True):
+            self._stream(model, tokens, prompt_tokens, fault)
+        else:
+            self._reply(model, tokens, prompt_tokens, fault)
+
+    def _reply(
+        self, model: str, tokens: list[str], prompt_tokens: int, fault: Fault | None
+    ) -> None:
+        owner = self.server.owner
+        started = time.perf_counter_ns()
+        time.sleep(owner.time_to_first_token)
+        prompt_done = time.perf_counter_ns()
+        time.sleep(owner.token_delay * len(tokens))
+        if fault in (Fault.DISCONNECT, Fault.ERROR_LINE):
+            # Non-streaming has no "middle": the connection just drops before an answer.
+            self.close_connection = True
+            return
+        message = {"role": "assistant", "content": "".join(tokens)}
+        final = _final_stats(started, prompt_done, prompt_tokens, len(tokens))
+        self._send_json(
+            HTTPStatus.OK, {"model": model, "created_at": _now_iso(), "message": message, **final}
+        )
+
+    def _stream(
+        self, model: str, tokens: list[str], prompt_tokens: int, fault: Fault | None
+    ) -> None:
+        owner = self.server.owner
+        started = time.perf_counter_ns()
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        time.sleep(owner.time_to_first_token)
+        prompt_done = time.perf_counter_ns()
+        broken_after = len(tokens) // 2 if fault in (Fault.DISCONNECT, Fault.ERROR_LINE) else None
+        try:
+            for index, token in enumerate(tokens):
+                if index == broken_after:
+                    break
+                if index:
+                    time.sleep(owner.token_delay)
+                message = {"role": "assistant", "content": token}
+                self._chunk(
+                    {"model": model, "created_at": _now_iso(), "message": message, "done": False}
+                )
+            if fault is Fault.DISCONNECT:
+                self.close_connection = True
+                return  # no terminating chunk: the body is cut off mid-stream
+            if fault is Fault.ERROR_LINE:
+                self._chunk(
+                    {"error": "an error was encountered while running the model: unexpected EOF"}
+                )
+            else:
+                message = {"role": "assistant", "content": ""}
+                final = _final_stats(started, prompt_done, prompt_tokens, len(tokens))
+                self._chunk({"model": model, "created_at": _now_iso(), "message": message, **final})
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            # The client hung up (a timeout or a cancelled caller); nothing left to send.
+            self.close_connection = True
+
+    def _chunk(self, obj: Mapping[str, Any]) -> None:
+        data = json.dumps(obj).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _send_json(self, status: HTTPStatus, obj: Mapping[str, Any]) -> None:
+        self._send_bytes(status, json.dumps(obj).encode(), "application/json; charset=utf-8")
+
+    def _send_text(self, status: HTTPStatus, text: str) -> None:
+        self._send_bytes(status, text.encode(), "text/plain; charset=utf-8")
+
+    def _send_bytes(self, status: HTTPStatus, data: bytes, content_type: str) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True
+
+
+def _final_stats(
+    started: int, prompt_done: int, prompt_tokens: int, eval_tokens: int
+) -> dict[str, Any]:
+    """The last object of a reply: ``done`` and Ollama's statistics, durations in nanoseconds."""
+    finished = time.perf_counter_ns()
+    load = min(5_000_000, (prompt_done - started) // 4)
+    return {
+        "done": True,
+        "done_reason": "stop",
+        "total_duration": finished - started,
+        "load_duration": load,
+        "prompt_eval_count": prompt_tokens,
+        "prompt_eval_duration": prompt_done - started - load,
+        "eval_count": eval_tokens,
+        "eval_duration": max(finished - prompt_done, 1),
+    }
+
+
+def _model_entry(name: str) -> dict[str, Any]:
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": "2026-01-01T00:00:00Z",
+        "size": 2_019_393_189,
+        "digest": digest,
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": "llama",
+            "families": ["llama"],
+            "parameter_size": "3.2B",
+            "quantization_level": "Q4_K_M",
+        },
+    }

@@ -1,0 +1,56 @@
+"""What the Discord adapter, the console and the demo expect from the bot's core.
+
+The core owns everything that can be tested without Discord: history, the LLM call, errors,
+metrics. The front ends (``bot.py``, ``console.py``, ``demo.py``) only see this protocol, so the
+core can be swapped without touching them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Protocol
+
+from .llm import LLMErrorKind
+
+__all__ = ["ChatCore", "Reply"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The core's answer to one message."""
+
+    text: str
+    """What to show the user: the model's reply, or a short explanation of what failed."""
+    error: LLMErrorKind | None = None
+    """Why the model could not answer, or ``None`` when ``text`` is its reply."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``text`` is the model's reply."""
+        return self.error is None
+
+
+class ChatCore(Protocol):
+    """A chat bot's brain, free of Discord. Never raises for an LLM failure: it answers."""
+
+    async def handle(self, channel_id: int, author: str, text: str) -> Reply:
+        """Answer ``text`` said by ``author`` in ``channel_id``, remembering the exchange."""
+        ...
+
+    def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
+        """Like :meth:`handle`, yielding the reply in pieces as the model produces them.
+
+        An async generator (write it with ``async def ... yield``). A failure ends the
+        stream with a piece explaining it. Callers that may stop early close it with
+        ``contextlib.aclosing``.
+        """
+        ...
+
+    async def reset(self, channel_id: int) -> None:
+        """Forget the channel's history."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources and flush what must be flushed (metrics). Called once, at exit."""
+        ...

@@ -1,0 +1,241 @@
+"""The discord.py adapter, tested without a network."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import discord
+import pytest
+
+from examples.discord_bot.bot import (
+    ChatBot,
+    _rate_limits_raised,
+    run_bot,
+    should_answer,
+    strip_mention,
+)
+from examples.discord_bot.edits import EditThrottle, RateLimited
+from examples.discord_bot.protocol import ChatCore, Reply
+
+BOT_ID = 42
+
+
+class FakeCore:
+    def __init__(self, pieces: list[str]) -> None:
+        self.pieces = pieces
+        self.asked: list[tuple[int, str, str]] = []
+        self.closed = 0
+
+    async def handle(self, channel_id: int, author: str, text: str) -> Reply:
+        return Reply("".join(self.pieces))
+
+    async def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
+        self.asked.append((channel_id, author, text))
+        for piece in self.pieces:
+            yield piece
+
+    async def reset(self, channel_id: int) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def make_bot(core: ChatCore | None = None) -> ChatBot:
+    # A clock that jumps 10 s per reading: the edit throttle never makes a test wait.
+    clock = itertools.count(0.0, 10.0).__next__
+    return ChatBot(core or FakeCore([]), throttle=EditThrottle(clock=clock), sync_commands=False)
+
+
+def test_registers_ask_and_reset_slash_commands() -> None:
+    tree = make_bot().tree
+    assert sorted(command.name for command in tree.get_commands()) == ["ask", "reset"]
+    ask = tree.get_command("ask")
+    assert isinstance(ask, discord.app_commands.Command)
+    assert [parameter.name for parameter in ask.parameters] == ["question"]
+
+
+def test_reads_message_content_and_pings_nobody() -> None:
+    bot = make_bot()
+    assert bot.intents.message_content
+    mentions = bot.allowed_mentions
+    assert mentions is not None
+    assert not mentions.everyone
+    assert not mentions.users
+    assert not mentions.roles
+    assert not mentions.replied_user
+
+
+def answers(
+    *,
+    author_id: int = 1,
+    author_is_bot: bool = False,
+    in_dm: bool = False,
+    mentioned_ids: tuple[int, ...] = (),
+) -> bool:
+    return should_answer(
+        author_id=author_id,
+        author_is_bot=author_is_bot,
+        bot_id=BOT_ID,
+        in_dm=in_dm,
+        mentioned_ids=mentioned_ids,
+    )
+
+
+def test_answers_when_mentioned() -> None:
+    assert answers(mentioned_ids=(7, BOT_ID))
+
+
+def test_answers_in_direct_messages() -> None:
+    assert answers(in_dm=True)
+
+
+def test_stays_quiet_when_not_mentioned() -> None:
+    assert not answers(mentioned_ids=(7,))
+
+
+def test_ignores_other_bots() -> None:
+    assert not answers(author_is_bot=True, in_dm=True, mentioned_ids=(BOT_ID,))
+
+
+def test_ignores_itself() -> None:
+    assert not answers(author_id=BOT_ID, in_dm=True)
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        (f"<@{BOT_ID}> what is a GIL?", "what is a GIL?"),
+        (f"hey <@!{BOT_ID}>, help", "hey  , help"),
+        ("<@7> not me", "<@7> not me"),
+        (f"<@{BOT_ID}>", ""),
+    ],
+)
+def test_strips_only_its_own_mention(content: str, text: str) -> None:
+    assert strip_mention(content, BOT_ID) == text
+
+
+@pytest.mark.anyio
+async def test_reply_streams_once_typing_stops() -> None:
+    core = FakeCore(["Hel", "lo", "!"])
+    log: list[str] = []
+    messages: list[str] = []
+
+    @asynccontextmanager
+    async def typing() -> AsyncGenerator[None, None]:
+        log.append("typing")
+        yield
+        log.append("typing done")
+
+    async def send(content: str) -> int:
+        log.append(f"send {content}")
+        messages.append(content)
+        return len(messages) - 1
+
+    async def edit(message: int, content: str) -> None:
+        log.append(f"edit {content}")
+        messages[message] = content
+
+    await make_bot(core).answer(5, "ann", "hi", send, edit, typing())
+    assert core.asked == [(5, "ann", "hi")]
+    assert log == ["typing", "typing done", "send Hel", "edit Hello", "edit Hello!"]
+    assert messages == ["Hello!"]
+
+
+@pytest.mark.anyio
+async def test_failed_delivery_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    async def send(content: str) -> int:
+        raise RateLimited(retry_after=3600.0)
+
+    async def edit(message: int, content: str) -> None:
+        raise AssertionError("nothing was sent, so nothing is edited")
+
+    await make_bot(FakeCore(["x"])).answer(5, "ann", "hi", send, edit, None)
+    assert "could not deliver the reply" in caplog.text
+
+
+def http_error(status: int, headers: dict[str, str]) -> discord.HTTPException:
+    response: Any = SimpleNamespace(status=status, reason="Too Many Requests", headers=headers)
+    return discord.HTTPException(response, {"message": "slow down", "code": 0})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [
+        (discord.RateLimited(12.5), 12.5),
+        (http_error(429, {"Retry-After": "1.5"}), 1.5),
+        (http_error(429, {}), None),
+    ],
+)
+async def test_discord_429s_become_rate_limited(
+    error: Exception, retry_after: float | None
+) -> None:
+    async def call() -> None:
+        raise error
+
+    with pytest.raises(RateLimited) as caught:
+        await _rate_limits_raised(call())
+    assert caught.value.retry_after == retry_after
+
+
+@pytest.mark.anyio
+async def test_other_http_errors_pass_through() -> None:
+    async def call() -> None:
+        raise http_error(403, {})
+
+    with pytest.raises(discord.HTTPException):
+        await _rate_limits_raised(call())
+
+
+# discord.py runs on asyncio only (its HTTP client is aiohttp).
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_close_closes_the_core_once() -> None:
+    core = FakeCore([])
+    bot = make_bot(core)
+    await bot.close()
+    await bot.close()
+    assert core.closed == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_sigterm_closes_the_bot_and_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    core = FakeCore([])
+    bot = make_bot(core)
+    started = asyncio.Event()
+
+    async def start(token: str, *, reconnect: bool = True) -> None:
+        started.set()
+        await asyncio.Event().wait()  # connected to Discord until a signal arrives
+
+    monkeypatch.setattr(bot, "start", start)
+    task = asyncio.create_task(run_bot(bot, "token"))
+    await started.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, timeout=10)  # a safety net; the signal ends it at once
+    assert bot.is_closed()
+    assert core.closed == 1
+
+
+@pytest.mark.anyio
+async def test_empty_reply_still_gets_a_message() -> None:
+    messages: list[str] = []
+
+    async def send(content: str) -> int:
+        messages.append(content)
+        return 0
+
+    async def edit(message: int, content: str) -> None:
+        raise AssertionError("one message, sent once")
+
+    await make_bot(FakeCore([])).answer(5, "ann", "hi", send, edit, None)
+    assert messages == ["(The model returned an empty reply.)"]
