@@ -6,9 +6,17 @@ import botperf
 
 DOCUMENTED_PUBLIC_API = {
     "BotperfError",
+    "HistoryFileError",
+    "HistoryFileNotFoundError",
+    "HistoryStats",
+    "HistoryStore",
+    "HistoryTypeError",
+    "HistoryValueError",
+    "Message",
     "MetricsFileError",
     "MetricsFileNotFoundError",
     "__version__",
+    "approximate_tokens",
     "read_metrics",
 }
 
