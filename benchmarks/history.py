@@ -145,20 +145,35 @@ def group(workload: str, size: int) -> str:
     return f"append+get, {workload}, {size:,} channels"
 
 
-def measure(name: str, workload: str, size: int, *, number: int, repeat: int) -> Measurement:
-    channels = channel_stream(workload, size, max(number, 10_000))
-    operation = IMPLEMENTATIONS[name](size, channels)
-    for _ in range(size):
-        operation()
-    samples = ns_per_op(operation, number=number, repeat=repeat)
-    return Measurement(
-        group=group(workload, size),
-        implementation=name,
-        unit="ns/op",
-        samples=samples,
-        baseline=name == FLOOR,
-        params={"workload": workload, "channels": size, "max_messages": MAX_MESSAGES},
-    )
+def measure(workload: str, size: int, numbers: dict[str, int], *, repeat: int) -> list[Measurement]:
+    """Time each implementation ``numbers[name]`` operations at a time, ``repeat`` times.
+
+    The implementations take turns within each repetition, so that a change in the
+    machine's load (it may be shared) hits them all alike.
+    """
+    operations = {}
+    for name in numbers:
+        operation = IMPLEMENTATIONS[name](
+            size, channel_stream(workload, size, max(numbers[name], 10_000))
+        )
+        for _ in range(size):
+            operation()
+        operations[name] = operation
+    samples: dict[str, list[float]] = {name: [] for name in numbers}
+    for _ in range(repeat):
+        for name, operation in operations.items():
+            samples[name].extend(ns_per_op(operation, number=numbers[name], repeat=1))
+    return [
+        Measurement(
+            group=group(workload, size),
+            implementation=name,
+            unit="ns/op",
+            samples=tuple(samples[name]),
+            baseline=name == FLOOR,
+            params={"workload": workload, "channels": size, "max_messages": MAX_MESSAGES},
+        )
+        for name in numbers
+    ]
 
 
 def full_store(max_channels: int, max_messages: int) -> tuple[HistoryStore[int], int]:
@@ -175,21 +190,15 @@ def full_store(max_channels: int, max_messages: int) -> tuple[HistoryStore[int],
 
 def run(quick: bool) -> Report:
     report = Report(name="history: HistoryStore append+get against other LRU designs")
-    number, repeat = (20_000, 5) if quick else (100_000, 9)
-    # The list LRU is O(N) per operation: few operations, and in quick mode small N only.
+    number, repeat = (20_000, 5) if quick else (50_000, 9)
+    # The list LRU is O(N) per operation: fewer operations, and in quick mode small N only.
     naive_sizes = (100, 1_000, 10_000) if quick else SIZES
     for workload in WORKLOADS:
         for size in SIZES:
-            for name in IMPLEMENTATIONS:
-                if name != NAIVE:
-                    report.measurements.append(
-                        measure(name, workload, size, number=number, repeat=repeat)
-                    )
-                elif size in naive_sizes:
-                    naive_number = number if size <= 100 else max(200, number * 100 // size)
-                    report.measurements.append(
-                        measure(name, workload, size, number=naive_number, repeat=min(repeat, 5))
-                    )
+            numbers = {name: number for name in IMPLEMENTATIONS if name != NAIVE}
+            if size in naive_sizes:
+                numbers[NAIVE] = max(100, number * 100 // size)
+            report.measurements.extend(measure(workload, size, numbers, repeat=repeat))
         report.targets.extend(targets(report, workload))
     report.notes.extend(extra_notes(quick))
     return report

@@ -220,22 +220,29 @@ class HistoryStore(Generic[ChannelT]):
             history = channels.get(channel)
         except TypeError:
             raise _unhashable(channel) from None
-        if self._tokens is not None:
+        tokens = self._tokens
+        if tokens is not None:
             # Counted first, so a failing counter leaves the store unchanged.
-            self._append_tokens(channel, self._count("content", content))
-        if history is None:
-            history = channels[channel] = deque(maxlen=self._max_messages)
-            if len(channels) > self._max_channels:
-                # Eviction inlined: under churn half the appends evict.
-                evicted, evicted_history = channels.popitem(last=False)
-                self._evictions += 1
-                if self._tokens is not None:
-                    del self._tokens[evicted]
-                if self._on_evict is not None:
-                    self._report_eviction(self._on_evict, evicted, evicted_history)
-        else:
+            count = self._count("content", content)
+            counts = tokens.get(channel)
+            if counts is None:
+                counts = tokens[channel] = deque(maxlen=self._max_messages)
+            counts.append(count)
+        message = _new_tuple(Message, (role, content, author))
+        if history is not None:
             channels.move_to_end(channel)
-        history.append(_new_tuple(Message, (role, content, author)))
+            history.append(message)
+            return
+        channels[channel] = deque((message,), maxlen=self._max_messages)
+        if len(channels) > self._max_channels:
+            # Eviction inlined: under churn half the appends evict. on_evict runs last,
+            # so it sees (and may use) a store that has finished this append.
+            evicted, evicted_history = channels.popitem(last=False)
+            self._evictions += 1
+            if tokens is not None:
+                del tokens[evicted]
+            if self._on_evict is not None:
+                self._report_eviction(self._on_evict, evicted, evicted_history)
 
     def get(self, channel: ChannelT) -> tuple[Message, ...]:
         """Return a channel's messages, oldest first, and mark it most recently used.
@@ -253,15 +260,16 @@ class HistoryStore(Generic[ChannelT]):
             HistoryTypeError: If ``channel`` is unhashable.
         """
         # _touch() inlined: get() is on the hot path, and a call costs ~50 ns.
+        channels = self._channels
         try:
-            history = self._channels.get(channel)
+            history = channels.get(channel)
         except TypeError:
             raise _unhashable(channel) from None
         if history is None:
             self._misses += 1
             return ()
         self._hits += 1
-        self._channels.move_to_end(channel)
+        channels.move_to_end(channel)
         return tuple(history)
 
     def as_messages(self, channel: ChannelT) -> list[dict[str, str]]:
@@ -395,7 +403,7 @@ class HistoryStore(Generic[ChannelT]):
                 for channel, history in self._channels.items()
             ],
         }
-        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(document, separators=(",", ":"))
         target = os.fspath(path)
         descriptor, temporary = tempfile.mkstemp(
             dir=os.path.dirname(target) or ".", prefix=".history-", suffix=".tmp"
@@ -484,13 +492,6 @@ class HistoryStore(Generic[ChannelT]):
         self._hits += 1
         self._channels.move_to_end(channel)
         return history
-
-    def _append_tokens(self, channel: ChannelT, count: int) -> None:
-        assert self._tokens is not None
-        counts = self._tokens.get(channel)
-        if counts is None:
-            counts = self._tokens[channel] = deque(maxlen=self._max_messages)
-        counts.append(count)
 
     def _report_eviction(
         self,
