@@ -283,10 +283,11 @@ class HistoryStore(Generic[ChannelT]):
         counted, so leave headroom). The system prompt and the newest message are always
         kept: if those two alone exceed the budget the prompt is exactly them, over
         budget, and :attr:`HistoryStats.over_budget` counts it (the system prompt alone
-        never does; the constructor refuses that). The stored history is
-        never changed. Marks the channel most recently used; an unknown channel gives
-        just the system prompt (or ``[]``), is not created, and counts as a miss.
-        O(messages); the token counts were taken by :meth:`append`.
+        never does; the constructor refuses that). The stored history is never changed.
+
+        Marks the channel most recently used; an unknown channel gives just the system
+        prompt (or ``[]``), is not created, and counts as a miss. O(messages), without
+        calling ``count_tokens``: :meth:`append` counted each message once.
 
         Args:
             channel: The channel's key.
@@ -298,7 +299,8 @@ class HistoryStore(Generic[ChannelT]):
             HistoryTypeError: If ``channel`` is unhashable.
         """
         history = self._touch(channel)
-        prompt = [] if self._system_prompt is None else [self._system_prompt_dict()]
+        system_prompt = self._system_prompt
+        prompt = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
         if history is None:
             return prompt
         first = 0
@@ -510,9 +512,6 @@ class HistoryStore(Generic[ChannelT]):
         if type(count) is not int or count < 0:
             raise HistoryValueError(f"count_tokens({what})", count, "a non-negative int")
         return count
-
-    def _system_prompt_dict(self) -> dict[str, str]:
-        return {"role": "system", "content": cast(str, self._system_prompt)}
 
 
 def _unhashable(channel: object) -> HistoryTypeError:
