@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Generic, NamedTuple, cast, final
@@ -39,7 +39,7 @@ class Message(NamedTuple):
         role: Who speaks, as the LLM API names it: ``"user"``, ``"assistant"``, ...
         content: The text.
         author: Optionally, who wrote it (a user name or id as text); kept in the
-            history and in dumps, but not sent by :meth:`HistoryStore.as_messages`.
+            history and in dumps, but not sent by ``HistoryStore.as_messages()``.
     """
 
     role: str
@@ -48,19 +48,17 @@ class Message(NamedTuple):
 
 
 @final
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HistoryStats:
-    """A snapshot of a :class:`HistoryStore`'s counters, from :attr:`HistoryStore.stats`.
+    """A snapshot of a ``HistoryStore``'s counters, from ``HistoryStore.stats``.
 
     Attributes:
-        hits: Reads (:meth:`~HistoryStore.get`, :meth:`~HistoryStore.as_messages`) of a
-            channel the store held.
+        hits: Reads (``get()``, ``as_messages()``) of a channel the store held.
         misses: Reads of a channel it did not hold.
         evictions: Channels dropped because the store held ``max_channels`` of them.
         evict_errors: Calls of the ``on_evict`` callback that raised (each was logged).
-        over_budget: Prompts :meth:`~HistoryStore.as_messages` returned over
-            ``max_tokens`` because the system prompt and the newest message alone
-            exceed it.
+        over_budget: Prompts ``as_messages()`` returned over ``max_tokens`` because the
+            system prompt and the newest message alone exceed it.
         channels: Channels held now.
         messages: Messages held now, over all channels.
     """
@@ -91,8 +89,8 @@ def approximate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-# Message(...) checks its arguments in Python (about 200 ns); tuple.__new__ with the
-# fields append() has already validated builds the same value in about 90 ns.
+# Message(...) runs namedtuple's Python-level __new__ (about 200 ns); tuple.__new__
+# builds the same value from the fields append() has validated in about 90 ns.
 _new_tuple = tuple.__new__
 
 
@@ -101,38 +99,38 @@ class HistoryStore(Generic[ChannelT]):
     """The last messages of each channel, least recently used channel evicted first.
 
     A channel is any hashable key (a Discord channel id, a ``(guild, user)`` pair);
-    :meth:`dump` and :meth:`load` need ``str`` or ``int`` keys. Each channel keeps its
+    ``dump()`` and ``load()`` need ``str`` or ``int`` keys. Each channel keeps its
     newest ``max_messages`` messages; beyond ``max_channels`` channels, the least
     recently used one is dropped whole, so memory stays bounded by
     ``max_channels * max_messages`` messages. Every operation is O(1) in the number of
-    channels: an :class:`~collections.OrderedDict` orders the channels by recency and
-    each channel holds a bounded :class:`~collections.deque`.
+    channels: an ``OrderedDict`` orders the channels by recency and
+    each channel holds a bounded ``deque``.
 
-    Appending to or reading a channel (:meth:`append`, :meth:`get`,
-    :meth:`as_messages`) marks it most recently used; ``in``, ``len``,
-    :meth:`channels` and :attr:`stats` do not.
+    Appending to or reading a channel (``append()``, ``get()``,
+    ``as_messages()``) marks it most recently used; ``in``, ``len``,
+    ``channels()`` and ``stats`` do not.
 
     Not thread-safe: use one store from one thread or one event loop (all its methods
-    are synchronous and never block, except :meth:`dump` and :meth:`load`, which do
+    are synchronous and never block, except ``dump()`` and ``load()``, which do
     file I/O). Guard it with a lock to share it between threads.
 
     Args:
         max_channels: Channels held at most (at least 1); the least recently used one
             is evicted to make room for a new one.
         max_messages: Messages kept per channel (at least 1); the oldest drop off.
-        max_tokens: Token budget of the whole prompt :meth:`as_messages` builds,
+        max_tokens: Token budget of the whole prompt ``as_messages()`` builds,
             system prompt included (at least 1), or ``None`` for no budget.
         count_tokens: ``str -> int`` counting a text's tokens, called once per appended
             message and once for the system prompt, and only when ``max_tokens`` is
-            set. Defaults to :func:`approximate_tokens`, ``ceil(len(text) / 4)``.
-        system_prompt: Text sent first, as role ``"system"``, by :meth:`as_messages`;
+            set. Defaults to ``approximate_tokens()``, ``ceil(len(text) / 4)``.
+        system_prompt: Text sent first, as role ``"system"``, by ``as_messages()``;
             never trimmed.
         on_evict: Called as ``on_evict(channel, messages)`` with a channel's whole
             history, oldest first, once, right after the channel is evicted to make
-            room. It runs inside the :meth:`append` that caused the eviction, so keep it
-            quick. If it raises, the error is logged through :mod:`logging` and counted
-            in :attr:`HistoryStats.evict_errors`; the store is already consistent and
-            the append goes on. :meth:`clear` does not call it.
+            room. It runs inside the ``append()`` that caused the eviction, so keep it
+            quick. If it raises, the error is logged through ``logging`` and counted
+            in ``HistoryStats.evict_errors``; the store is already consistent and
+            the append goes on. ``clear()`` does not call it.
 
     Raises:
         HistoryValueError: If ``max_channels``, ``max_messages`` or ``max_tokens`` is
@@ -282,12 +280,12 @@ class HistoryStore(Generic[ChannelT]):
         ``count_tokens`` counts them; the few tokens an API adds per message are not
         counted, so leave headroom). The system prompt and the newest message are always
         kept: if those two alone exceed the budget the prompt is exactly them, over
-        budget, and :attr:`HistoryStats.over_budget` counts it (the system prompt alone
+        budget, and ``HistoryStats.over_budget`` counts it (the system prompt alone
         never does; the constructor refuses that). The stored history is never changed.
 
         Marks the channel most recently used; an unknown channel gives just the system
         prompt (or ``[]``), is not created, and counts as a miss. O(messages), without
-        calling ``count_tokens``: :meth:`append` counted each message once.
+        calling ``count_tokens``: ``append()`` counted each message once.
 
         Args:
             channel: The channel's key.
@@ -382,9 +380,9 @@ class HistoryStore(Generic[ChannelT]):
         """Write every channel's history to a JSON file, atomically.
 
         The file lists the channels least to most recently used, each with its messages
-        oldest first, so :meth:`load` restores both orders. The JSON is written to a
+        oldest first, so ``load()`` restores both orders. The JSON is written to a
         temporary file in the same directory, flushed to disk, then renamed over
-        ``path`` (:func:`os.replace`): a reader, or a crash, sees the old file or the
+        ``path`` (``os.replace()``): a reader, or a crash, sees the old file or the
         new one, never half of one. Counters are not written. This is blocking file
         I/O in the calling thread; the store is not thread-safe, so do not hand the
         call to a worker thread while the event loop may still use the store.
@@ -432,7 +430,7 @@ class HistoryStore(Generic[ChannelT]):
         system_prompt: str | None = None,
         on_evict: Callable[[ChannelT, tuple[Message, ...]], object] | None = None,
     ) -> HistoryStore[ChannelT]:
-        """Build a store from a file :meth:`dump` wrote, with the given options.
+        """Build a store from a file ``dump()`` wrote, with the given options.
 
         Loading is the same as appending the file's messages, channel by channel (least
         recently used first), to a new store with these options: channel and message
@@ -443,12 +441,12 @@ class HistoryStore(Generic[ChannelT]):
 
         Args:
             path: The file to read.
-            max_channels: As for :class:`HistoryStore`.
-            max_messages: As for :class:`HistoryStore`.
-            max_tokens: As for :class:`HistoryStore`.
-            count_tokens: As for :class:`HistoryStore`.
-            system_prompt: As for :class:`HistoryStore`.
-            on_evict: As for :class:`HistoryStore`.
+            max_channels: As for ``HistoryStore``.
+            max_messages: As for ``HistoryStore``.
+            max_tokens: As for ``HistoryStore``.
+            count_tokens: As for ``HistoryStore``.
+            system_prompt: As for ``HistoryStore``.
+            on_evict: As for ``HistoryStore``.
 
         Returns:
             The new store.
@@ -538,7 +536,7 @@ def _check_dumpable(channel: object) -> object:
 
 def _parse_document(
     path: str, document: Any
-) -> Iterable[tuple[int | str, list[tuple[str, str, str | None]]]]:
+) -> list[tuple[int | str, list[tuple[str, str, str | None]]]]:
     """Check a loaded dump's structure; return its channels, before any is appended."""
     if not isinstance(document, dict) or document.get("format") != _FORMAT:
         raise HistoryFileError(path, f'not a HistoryStore dump (no "format": {_FORMAT!r})')
