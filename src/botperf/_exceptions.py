@@ -10,6 +10,10 @@ from __future__ import annotations
 
 __all__ = [
     "BotperfError",
+    "HistoryFileError",
+    "HistoryFileNotFoundError",
+    "HistoryTypeError",
+    "HistoryValueError",
     "IncompatibleRecordersError",
     "InvalidDurationError",
     "MetricsFileError",
@@ -100,3 +104,63 @@ class TimerInUseError(BotperfError, RuntimeError):
             "or use it as a decorator, which is safe for concurrent calls"
         )
         self.name = name
+
+
+class HistoryTypeError(BotperfError, TypeError):
+    """Raised when a HistoryStore option or argument has the wrong type.
+
+    Attributes:
+        name: The option or argument, such as ``"role"`` or ``"max_channels"``.
+        value: What was passed.
+    """
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        super().__init__(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+        self.name = name
+        self.value = value
+
+
+class HistoryValueError(BotperfError, ValueError):
+    """Raised when a HistoryStore option or argument has the right type but an unusable value.
+
+    Attributes:
+        name: The option or argument, such as ``"role"`` or ``"max_channels"``.
+        value: What was passed.
+    """
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        super().__init__(f"{name} must be {expected}, got {value!r}")
+        self.name = name
+        self.value = value
+
+
+class HistoryFileError(BotperfError, ValueError):
+    """Raised when a HistoryStore file to load is truncated, not JSON, or not a history dump.
+
+    Attributes:
+        path: The file.
+        problem: What is wrong with it.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(
+            f"cannot load history from {path!r}: {problem}; "
+            "load() reads the JSON files HistoryStore.dump() writes"
+        )
+        self.path = path
+        self.problem = problem
+
+
+class HistoryFileNotFoundError(BotperfError, FileNotFoundError):
+    """Raised when a HistoryStore file to load does not exist.
+
+    Attributes:
+        path: The file that was asked for.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"no history file at {path!r}: check the path, or start from an empty "
+            "HistoryStore() when there is nothing saved yet"
+        )
+        self.path = path

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+from history_contract import DumpLoadContract, HistoryContract, LoadFactory, StoreFactory
+
+from botperf import (
+    BotperfError,
+    HistoryFileError,
+    HistoryStats,
+    HistoryStore,
+    HistoryTypeError,
+    HistoryValueError,
+    Message,
+    approximate_tokens,
+)
+
+
+class TestInMemoryStore(HistoryContract, DumpLoadContract):
+    @pytest.fixture
+    def make_store(self) -> StoreFactory:
+        return HistoryStore
+
+    @pytest.fixture
+    def load_store(self) -> LoadFactory:
+        return HistoryStore.load
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens"), [("", 0), ("a", 1), ("abcd", 1), ("abcde", 2), ("x" * 400, 100)]
+)
+def test_default_token_count_is_a_quarter_of_the_length_rounded_up(text: str, tokens: int) -> None:
+    assert approximate_tokens(text) == tokens
+
+
+def test_default_token_count_applies_without_count_tokens() -> None:
+    store: HistoryStore[int] = HistoryStore(max_tokens=2)
+    store.append(1, "user", "12345678")
+    store.append(1, "user", "1234")
+    assert [m["content"] for m in store.as_messages(1)] == ["1234"]
+
+
+def test_count_tokens_is_called_once_per_message() -> None:
+    counted: list[str] = []
+
+    def count(text: str) -> int:
+        counted.append(text)
+        return 1
+
+    store: HistoryStore[int] = HistoryStore(max_tokens=10, count_tokens=count, system_prompt="s")
+    store.append(1, "user", "a")
+    store.append(1, "user", "b")
+    store.as_messages(1)
+    store.as_messages(1)
+    assert counted == ["s", "a", "b"]
+
+
+def test_count_tokens_is_not_called_without_a_budget() -> None:
+    counted: list[str] = []
+    store: HistoryStore[int] = HistoryStore(
+        count_tokens=lambda text: counted.append(text) or 1, system_prompt="s"
+    )
+    store.append(1, "user", "a")
+    store.as_messages(1)
+    assert counted == []
+
+
+def test_token_counts_follow_evictions_and_clears() -> None:
+    store: HistoryStore[int] = HistoryStore(max_channels=1, max_tokens=3, count_tokens=len)
+    store.append(1, "user", "abc")
+    store.append(2, "user", "de")
+    store.clear(2)
+    store.append(2, "user", "f")
+    store.append(2, "user", "gh")
+    assert [m["content"] for m in store.as_messages(2)] == ["f", "gh"]
+
+
+def test_message_is_an_immutable_value() -> None:
+    message = Message("user", "hi")
+    assert message.author is None
+    assert message == Message(role="user", content="hi", author=None)
+    with pytest.raises(AttributeError):
+        message.role = "assistant"  # type: ignore[misc]
+
+
+def test_stats_is_a_frozen_snapshot() -> None:
+    store: HistoryStore[int] = HistoryStore()
+    before = store.stats
+    store.append(1, "user", "hi")
+    assert before == HistoryStats(
+        hits=0, misses=0, evictions=0, evict_errors=0, over_budget=0, channels=0, messages=0
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.hits = 1  # type: ignore[misc]
+
+
+def test_failing_on_evict_is_logged_by_the_module_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def explode(channel: int, messages: tuple[Message, ...]) -> None:
+        raise RuntimeError("boom")
+
+    store: HistoryStore[int] = HistoryStore(max_channels=1, on_evict=explode)
+    store.append(1, "user", "a")
+    with caplog.at_level(logging.ERROR, logger="botperf._history"):
+        store.append(2, "user", "b")
+    [record] = caplog.records
+    assert record.name == "botperf._history"
+    assert record.exc_info is not None
+
+
+def test_on_evict_may_use_the_store() -> None:
+    archived: list[tuple[int, tuple[Message, ...]]] = []
+
+    def archive(channel: int, messages: tuple[Message, ...]) -> None:
+        archived.append((channel, messages))
+        assert channel not in store
+        assert store.get(2) == (Message("user", "b"),)
+        store.append(3, "user", "c")  # evicts 2 in turn, from inside the callback
+
+    store: HistoryStore[int] = HistoryStore(max_channels=1, on_evict=archive)
+    store.append(1, "user", "a")
+    store.append(2, "user", "b")
+    assert archived == [(1, (Message("user", "a"),)), (2, (Message("user", "b"),))]
+    assert store.channels() == [3]
+
+
+def test_str_subclasses_are_accepted_as_role() -> None:
+    class Role(str):
+        pass
+
+    store: HistoryStore[int] = HistoryStore()
+    store.append(1, Role("user"), "hi")
+    assert store.get(1)[0].role == "user"
+
+
+@pytest.mark.parametrize(
+    ("error", "bases"),
+    [
+        (HistoryTypeError, (BotperfError, TypeError)),
+        (HistoryValueError, (BotperfError, ValueError)),
+        (HistoryFileError, (BotperfError, ValueError)),
+    ],
+)
+def test_errors_subclass_the_fitting_builtin(
+    error: type[Exception], bases: tuple[type[Exception], ...]
+) -> None:
+    assert issubclass(error, bases)
+
+
+def test_type_error_names_the_argument_value_and_type() -> None:
+    store: HistoryStore[int] = HistoryStore()
+    with pytest.raises(HistoryTypeError) as info:
+        store.append(1, "user", 42)  # type: ignore[arg-type]
+    assert str(info.value) == "content must be a str, got 42 (int)"
+    assert (info.value.name, info.value.value) == ("content", 42)
+
+
+def test_repr_shows_size_and_limits() -> None:
+    store: HistoryStore[int] = HistoryStore(max_channels=10, max_messages=5)
+    store.append(1, "user", "hi")
+    assert repr(store) == "HistoryStore(channels=1/10, max_messages=5, max_tokens=None)"
