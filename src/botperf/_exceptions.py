@@ -1,6 +1,6 @@
 """The exceptions botperf raises.
 
-Every error botperf raises on purpose derives from :class:`BotperfError`, so one
+Every error botperf raises on purpose derives from `BotperfError`, so one
 ``except BotperfError`` catches them all. Where an error is also a kind of builtin
 error (a bad argument, a missing file), it subclasses that builtin too, so code that
 already catches ``TypeError`` or ``ValueError`` keeps working.
