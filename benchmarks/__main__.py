@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke test)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="save the results as JSON")
     parser.add_argument("--charts", type=Path, metavar="DIR", help="draw SVG charts into DIR")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="write the tables as Markdown (for docs)"
+    )
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(MODULES)}")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(MODULES))
@@ -82,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
 
         save(args.json, reports, quick=args.quick)
         print(f"\nresults saved to {args.json}")
+    if args.markdown:
+        from . import _markdown
+        from ._results import environment
+
+        _markdown.save(args.markdown, reports, environment(), quick=args.quick)
+        print(f"markdown tables written to {args.markdown}")
     if args.charts:
         from ._charts import draw
 
