@@ -5,9 +5,18 @@ from __future__ import annotations
 import botperf
 
 DOCUMENTED_PUBLIC_API = {
+    "BatchMetricsWriter",
     "BotperfError",
+    "JsonLinesFileSink",
+    "MetricsBufferFullError",
+    "MetricsFieldError",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "MetricsNotWrittenError",
+    "MetricsSink",
+    "MetricsWriteError",
+    "MetricsWriterStateError",
+    "WriterStats",
     "__version__",
     "read_metrics",
 }
