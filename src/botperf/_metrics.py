@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 OnFull = Literal["drop_oldest", "drop_new", "block"]
 _ON_FULL = ("drop_oldest", "drop_new", "block")
 
+_now = time.time  # bound once: record() is the hot path
+
 # One waiting event: the time of the record() call, the event name, its fields.
 _Entry = tuple[float, str, dict[str, Any]]
 _Events = list[dict[str, Any]]
@@ -253,9 +255,9 @@ class BatchMetricsWriter:
         """Record one event with its fields, timestamped now; O(1), never does I/O.
 
         The event waits in memory until its batch is written by the flusher, which also
-        encodes it, so the caller pays only for a lock and an append (a few hundred ns).
-        Safe from any thread and any task, before, during and after entering the
-        writer (up to closing it).
+        encodes it, so the caller pays only for a timestamp and an append to a deque (a
+        few hundred ns, no lock unless the buffer is full). Safe from any thread and any
+        task, from before the writer is entered until it is closed.
 
         Args:
             event: The event's name, written as ``event``.
@@ -274,7 +276,7 @@ class BatchMetricsWriter:
         if len(queue) >= self._room:
             self._record_carefully(event, fields)
             return
-        entry = (time.time(), event, fields)
+        entry = (_now(), event, fields)
         queue.append(entry)
         waiting = len(queue)
         if waiting == 1 or waiting == self._max_batch:
@@ -409,8 +411,7 @@ class BatchMetricsWriter:
                     del self._queue[index]
                     break
         raise MetricsWriterStateError(
-            f"record({entry[1]!r}): this metrics writer closed during the call; "
-            "the event was not recorded"
+            f"record({entry[1]!r}): this metrics writer is closed; record before it closes"
         )
 
     def _wait_for_room(self) -> None:
@@ -447,15 +448,18 @@ class BatchMetricsWriter:
 
     # -- flushing ----------------------------------------------------------------------
 
+    # While nothing waits, both flushers still look again every max_delay: two threads
+    # racing in record() can both miss the "first waiting event" wake-up, and this
+    # bounds how late that event can be written (2 * max_delay).
+
     async def _flush_in_task(self) -> None:
         while True:
             self._wakeup = anyio.Event()
-            self._log_drops()
             delay = self._due_in()
             if delay == 0:
                 await anyio.to_thread.run_sync(self._write_due)
                 continue
-            with anyio.move_on_after(math.inf if delay is None else delay):
+            with anyio.move_on_after(self._max_delay if delay is None else delay):
                 await self._wakeup.wait()
 
     def _flush_in_thread(self) -> None:
@@ -463,12 +467,11 @@ class BatchMetricsWriter:
             self._thread_wakeup.clear()
             if self._stopping:
                 return
-            self._log_drops()
             delay = self._due_in()
             if delay == 0:
                 self._write_due()
                 continue
-            self._thread_wakeup.wait(delay)
+            self._thread_wakeup.wait(self._max_delay if delay is None else delay)
 
     def _due_in(self) -> float | None:
         """Seconds until a write is due: 0 now, ``None`` while nothing waits."""
@@ -484,6 +487,7 @@ class BatchMetricsWriter:
 
     def _write_due(self) -> None:
         """Write the batches due now, until none is or one fails (worker/flusher thread)."""
+        self._log_drops()  # here, not on the event loop: logging may do I/O
         with self._write_lock:
             while self._due_in() == 0:
                 if self._write_one(self._max_batch) is not None:
