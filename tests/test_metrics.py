@@ -322,6 +322,39 @@ def test_record_from_many_threads_at_once_loses_nothing(tmp_path: Path) -> None:
         assert numbers == list(range(per_thread))
 
 
+@pytest.mark.anyio
+async def test_record_from_many_threads_into_an_async_writer_loses_nothing() -> None:
+    sink = RecordingSink()
+
+    def record_many(metrics: BatchMetricsWriter, worker: int) -> None:
+        for number in range(500):
+            metrics.record("work", worker=worker, number=number)
+
+    async with (
+        BatchMetricsWriter(sink, max_batch=16, max_delay=0.01) as metrics,
+        anyio.create_task_group() as task_group,
+    ):
+        for worker in range(4):
+            task_group.start_soon(anyio.to_thread.run_sync, record_many, metrics, worker)
+    for worker in range(4):
+        numbers = [event["number"] for event in sink.events if event["worker"] == worker]
+        assert numbers == list(range(500))
+
+
+def test_an_event_recorded_while_the_final_drain_runs_is_written() -> None:
+    batches: list[list[dict[str, Any]]] = []
+
+    def sink_that_records(events: list[dict[str, Any]]) -> None:
+        batches.append(events)
+        if names(events) == ["first"]:
+            metrics.record("during_close")
+
+    metrics = BatchMetricsWriter(sink_that_records, max_delay=NEVER)
+    with metrics:
+        metrics.record("first")
+    assert [names(batch) for batch in batches] == [["first"], ["during_close"]]
+
+
 def test_block_policy_waits_for_room_and_loses_nothing() -> None:
     sink = RecordingSink()
 
