@@ -174,3 +174,15 @@ def test_unencodable_values_are_counted_by_the_sink(tmp_path: Path) -> None:
     sink.close()
     assert sink.repr_values == 1
     assert sink.path == str(tmp_path / "m.jsonl")
+
+
+def test_a_file_already_past_rotate_bytes_is_rotated_before_the_first_batch(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"event": "old"}\n' * 20, encoding="utf-8")
+    sink = JsonLinesFileSink(path, rotate_bytes=100, backups=1)
+    sink.write_batch(batch(0))
+    sink.close()
+    assert numbers(path) == [0, 1, 2]
+    assert len(list(read_metrics(f"{path}.1"))) == 20

@@ -98,16 +98,19 @@ def _thread_safe_scheduler(
 class BatchMetricsWriter:
     """Records metric events in O(1) and writes them in batches, off the event loop.
 
-    ``record()`` only appends the event to an in-memory buffer (under a lock, so it is
-    safe from any thread and any task); a background flusher encodes and writes each
-    batch in a worker thread. A batch is written when ``max_batch`` events wait or
-    ``max_delay`` seconds have passed since the oldest waiting event, whichever comes
-    first; closing writes everything left.
+    ``record()`` only appends the event to an in-memory deque (atomic, so it is safe
+    from any thread and any task without a lock); a background flusher encodes and
+    writes each batch in a worker thread. A batch is written when ``max_batch`` events
+    wait or ``max_delay`` seconds have passed since the oldest waiting event, whichever
+    comes first. A failed write keeps its batch and is retried with exponential backoff.
 
     Use it as ``async with`` (the flusher is a task in a task group the writer enters in
     ``__aenter__``, and writes run through :func:`anyio.to_thread.run_sync`; works on
     asyncio and trio) or as a plain ``with`` from sync code (the flusher is a daemon
-    thread). Each writer is entered once.
+    thread). Each writer is entered once. Leaving the block writes everything left
+    (shielded from cancellation) and closes the sink; if the sink still refuses some
+    events, they are saved to a file and :class:`~botperf.MetricsNotWrittenError` is
+    raised.
 
     Args:
         path_or_sink: A file path (events are appended to it as JSON lines by a

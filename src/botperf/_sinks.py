@@ -47,7 +47,9 @@ class JsonLinesFileSink:
     mode, so a failure to open (a missing directory, no permission) is a failed write that
     is retried. A batch is encoded to one bytes object and written whole; if the system
     writes only part of it (a full disk), the file is cut back to where the batch began,
-    so a retry never leaves a broken line in the middle of the file.
+    so a retry never leaves a broken line in the middle of the file (should even that
+    fail, the fragment is logged and the next batch starts on a new line). The sink
+    tracks the file's size itself: one writer per file.
 
     Rotation works like :class:`logging.handlers.RotatingFileHandler`: before a batch
     that would take the file past ``rotate_bytes``, ``path`` becomes ``path.1``,
@@ -127,11 +129,9 @@ class JsonLinesFileSink:
         # After a partial write that could not be cut back, end that fragment first, so
         # it stays a line of its own and the batch's lines stay whole.
         data = b"\n" + encoded.data if self._torn else encoded.data
-        fd = self._fd
-        if fd is not None and self._should_rotate(len(data)):
+        fd = self._open() if self._fd is None else self._fd
+        if self._should_rotate(len(data)):
             self._rotate()
-            fd = None
-        if fd is None:
             fd = self._open()
         start = self._size
         written = 0
