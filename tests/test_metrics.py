@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -518,8 +519,7 @@ def test_close_saves_unwritten_events_beside_the_file_and_raises(tmp_path: Path)
 
 
 @pytest.mark.skipif(
-    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
-    reason="root writes into read-only directories",
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only directories"
 )
 def test_read_only_directory_is_a_failed_write(tmp_path: Path) -> None:
     tmp_path.chmod(0o500)
