@@ -5,6 +5,7 @@ from __future__ import annotations
 import botperf
 
 DOCUMENTED_PUBLIC_API = {
+    "BatchMetricsWriter",
     "BotperfError",
     "IncompatibleRecordersError",
     "InvalidDurationError",
@@ -20,6 +21,14 @@ DOCUMENTED_PUBLIC_API = {
     "MetricsFileError",
     "MetricsFileNotFoundError",
     "TimerInUseError",
+    "JsonLinesFileSink",
+    "MetricsBufferFullError",
+    "MetricsFieldError",
+    "MetricsNotWrittenError",
+    "MetricsSink",
+    "MetricsWriteError",
+    "MetricsWriterStateError",
+    "WriterStats",
     "__version__",
     "profile",
     "approximate_tokens",

@@ -15,8 +15,13 @@ from ._exceptions import HistoryTypeError as HistoryTypeError
 from ._exceptions import HistoryValueError as HistoryValueError
 from ._exceptions import IncompatibleRecordersError as IncompatibleRecordersError
 from ._exceptions import InvalidDurationError as InvalidDurationError
+from ._exceptions import MetricsBufferFullError as MetricsBufferFullError
+from ._exceptions import MetricsFieldError as MetricsFieldError
 from ._exceptions import MetricsFileError as MetricsFileError
 from ._exceptions import MetricsFileNotFoundError as MetricsFileNotFoundError
+from ._exceptions import MetricsNotWrittenError as MetricsNotWrittenError
+from ._exceptions import MetricsWriteError as MetricsWriteError
+from ._exceptions import MetricsWriterStateError as MetricsWriterStateError
 from ._exceptions import TimerInUseError as TimerInUseError
 from ._history import HistoryStats as HistoryStats
 from ._history import HistoryStore as HistoryStore
@@ -24,9 +29,13 @@ from ._history import Message as Message
 from ._history import approximate_tokens as approximate_tokens
 from ._latency import LatencyRecorder as LatencyRecorder
 from ._latency import LatencyStats as LatencyStats
+from ._metrics import BatchMetricsWriter as BatchMetricsWriter
+from ._metrics import WriterStats as WriterStats
 from ._profiling import profile as profile
 from ._profiling import timed as timed
 from ._reader import read_metrics as read_metrics
+from ._sinks import JsonLinesFileSink as JsonLinesFileSink
+from ._sinks import MetricsSink as MetricsSink
 
 try:
     __version__: str = version("botperf")
@@ -34,6 +43,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0+unknown"
 
 __all__ = [
+    "BatchMetricsWriter",
     "BotperfError",
     "HistoryFileError",
     "HistoryFileNotFoundError",
@@ -43,12 +53,20 @@ __all__ = [
     "HistoryValueError",
     "IncompatibleRecordersError",
     "InvalidDurationError",
+    "JsonLinesFileSink",
     "LatencyRecorder",
     "LatencyStats",
     "Message",
+    "MetricsBufferFullError",
+    "MetricsFieldError",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "MetricsNotWrittenError",
+    "MetricsSink",
+    "MetricsWriteError",
+    "MetricsWriterStateError",
     "TimerInUseError",
+    "WriterStats",
     "__version__",
     "approximate_tokens",
     "profile",

@@ -16,8 +16,13 @@ __all__ = [
     "HistoryValueError",
     "IncompatibleRecordersError",
     "InvalidDurationError",
+    "MetricsBufferFullError",
+    "MetricsFieldError",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "MetricsNotWrittenError",
+    "MetricsWriteError",
+    "MetricsWriterStateError",
     "TimerInUseError",
 ]
 
@@ -164,3 +169,84 @@ class HistoryFileNotFoundError(BotperfError, FileNotFoundError):
             "HistoryStore() when there is nothing saved yet"
         )
         self.path = path
+
+
+class MetricsFieldError(BotperfError, ValueError):
+    """Raised when ``record()`` is given a field named ``ts`` or ``event``, which the writer sets.
+
+    Attributes:
+        event: The event being recorded.
+        field: The reserved field name.
+    """
+
+    def __init__(self, event: object, field: str) -> None:
+        super().__init__(
+            f"record({event!r}, {field}=...): the field name {field!r} is reserved, the writer "
+            "sets it (ts: the time of the call, event: the name); rename the field"
+        )
+        self.event = event
+        self.field = field
+
+
+class MetricsBufferFullError(BotperfError, RuntimeError):
+    """Raised when ``record()`` with ``on_full="block"`` would wait where nothing could free room.
+
+    On the event loop thread of an ``async with`` writer, waiting would stop the very loop
+    that writes the batches; before the writer is entered, nothing writes at all.
+    """
+
+    def __init__(self, max_buffer: int, where: str) -> None:
+        super().__init__(
+            f"the metrics buffer is full ({max_buffer} events) and on_full='block' cannot "
+            f"wait {where}; record from another thread, raise max_buffer, "
+            "or use on_full='drop_oldest' or 'drop_new'"
+        )
+        self.max_buffer = max_buffer
+
+
+class MetricsWriterStateError(BotperfError, RuntimeError):
+    """Raised when a metrics writer is used in a state that does not allow it.
+
+    For example recording after it was closed, entering it twice, or calling
+    ``flush_sync()`` on the event loop thread of an ``async with`` writer.
+    """
+
+
+class MetricsWriteError(BotperfError):
+    """Raised when ``flush()`` could not write every waiting event.
+
+    The batch that failed is kept and retried with backoff; nothing is lost yet.
+
+    Attributes:
+        waiting: How many events are still waiting to be written.
+        sink: A description of where they were to be written.
+    """
+
+    def __init__(self, waiting: int, sink: str, cause: BaseException) -> None:
+        super().__init__(
+            f"could not write metric events to {sink}: {cause!r}; {waiting} events wait "
+            "and will be retried with backoff (closing the writer saves any still unwritten)"
+        )
+        self.waiting = waiting
+        self.sink = sink
+
+
+class MetricsNotWrittenError(BotperfError):
+    """Raised when a metrics writer closes with events its sink would not take.
+
+    Attributes:
+        count: How many events were not written to the sink.
+        saved_to: The JSON-lines file they were saved to instead, or ``None`` if saving
+            them failed too (they are then lost).
+    """
+
+    def __init__(
+        self, count: int, sink: str, saved_to: str, save_error: BaseException | None
+    ) -> None:
+        if save_error is None:
+            where = f"they were saved to {saved_to} (read it with read_metrics())"
+        else:
+            where = f"saving them to {saved_to} failed too ({save_error!r}), so they are lost"
+        super().__init__(f"{count} metric events could not be written to {sink} at close; {where}")
+        self.count = count
+        self.saved_to: str | None = saved_to if save_error is None else None
