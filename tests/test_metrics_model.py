@@ -15,7 +15,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
 )
 
@@ -139,10 +138,13 @@ class SyncWriterMachine(RuleBasedStateMachine):
     def fail_next_writes(self, count: int) -> None:
         self.sink.failures = count
 
-    @precondition(lambda self: self.sink.failures == 0)
     @rule()
     def flush(self) -> None:
+        # The flusher thread consumes injected failures at its own pace, so whether any
+        # are left is not machine state Hypothesis can replay: clear them instead of
+        # making the rule's precondition depend on them.
         assert self.metrics is not None
+        self.sink.failures = 0
         self.metrics.flush_sync()
         assert read_back(self.path) == self.model
 
