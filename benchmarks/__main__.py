@@ -9,7 +9,7 @@ import sys
 from ._harness import print_report
 
 #: Benchmark modules in ``benchmarks/``, each exposing ``run(quick: bool) -> Report``.
-MODULES: list[str] = []
+MODULES: list[str] = ["dedup"]
 
 
 def main(argv: list[str] | None = None) -> int:

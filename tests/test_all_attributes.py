@@ -6,9 +6,14 @@ import botperf
 
 DOCUMENTED_PUBLIC_API = {
     "BotperfError",
+    "DedupCancelledError",
+    "DedupKeyError",
+    "DedupStats",
+    "Deduplicator",
     "MetricsFileError",
     "MetricsFileNotFoundError",
     "__version__",
+    "deduplicate",
     "read_metrics",
 }
 

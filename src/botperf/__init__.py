@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._dedup import Deduplicator as Deduplicator
+from ._dedup import DedupStats as DedupStats
+from ._dedup import deduplicate as deduplicate
 from ._exceptions import BotperfError as BotperfError
+from ._exceptions import DedupCancelledError as DedupCancelledError
+from ._exceptions import DedupKeyError as DedupKeyError
 from ._exceptions import MetricsFileError as MetricsFileError
 from ._exceptions import MetricsFileNotFoundError as MetricsFileNotFoundError
 from ._reader import read_metrics as read_metrics
@@ -20,8 +25,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "BotperfError",
+    "DedupCancelledError",
+    "DedupKeyError",
+    "DedupStats",
+    "Deduplicator",
     "MetricsFileError",
     "MetricsFileNotFoundError",
     "__version__",
+    "deduplicate",
     "read_metrics",
 ]

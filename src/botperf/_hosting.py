@@ -1,0 +1,230 @@
+"""Where a :class:`~botperf.Deduplicator` execution runs, one small class per event loop.
+
+An execution must belong to no single caller, so it runs in a task that the
+Deduplicator hosts itself, and callers only wait for its outcome:
+
+* asyncio: a plain ``loop.create_task()`` task. The flight keeps a strong reference to
+  it until it ends (asyncio itself holds only weak ones). Each waiter awaits a future
+  of its own, so cancelling one waiter never touches the others or the task. An
+  abandoned execution is cancelled with ``Task.cancel()``, asyncio's native
+  cancellation, as ``asyncio.timeout()`` and ``asyncio.TaskGroup`` do.
+* trio: a system task (``trio.lowlevel.spawn_system_task``), owned by trio's system
+  nursery and run in a copy of the caller's context. It runs ``fn`` inside a
+  ``trio.CancelScope`` that an abandoned execution cancels, and it never lets an
+  exception escape (that would crash the whole run). Waiters wait on one
+  ``trio.Event``.
+
+The backend is told apart by :func:`new_flight` with :func:`asyncio.current_task`:
+a running asyncio task means asyncio, anything else means trio. This costs about a
+tenth of ``anyio.lowlevel.current_token()`` or ``sniffio.current_async_library()``
+(anyio 4.16 no longer depends on sniffio), and it is right in trio's guest mode on an
+asyncio loop too, where trio tasks run in loop callbacks, not asyncio tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["Flight", "new_flight"]
+
+
+class Flight:
+    """One execution of a key: its task, its waiters and, once done, its outcome.
+
+    The Deduplicator reads and writes the plain attributes; the methods are what
+    differs between event loops.
+    """
+
+    __slots__ = (
+        "abandoned",
+        "detached",
+        "done",
+        "error",
+        "key",
+        "result",
+        "started",
+        "traceback",
+    )
+
+    def __init__(self, key: object) -> None:
+        self.key = key
+        self.started = False
+        self.done = False
+        # No new caller can reach the flight any more: it was forgotten or abandoned.
+        self.detached = False
+        # Every waiter left and the execution is being cancelled.
+        self.abandoned = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.traceback: Any = None
+
+    def begin(self) -> bool:
+        """Mark the execution started, from its task; ``False`` if abandoned before that."""
+        self.started = True
+        return not self.abandoned
+
+    def start(self, async_fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``async_fn(*args)`` in a new task that no caller owns."""
+        raise NotImplementedError
+
+    @property
+    def waiting(self) -> int:
+        """How many callers wait for the outcome now."""
+        raise NotImplementedError
+
+    def is_cancellation(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is this event loop's cancellation exception."""
+        raise NotImplementedError
+
+    def call(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        """Call ``fn`` in the hosted task so that :meth:`cancel` can cancel it."""
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Cancel the running execution (only called once it has started)."""
+        raise NotImplementedError
+
+    def add_waiter(self) -> Awaitable[None]:
+        """Register a waiter; awaiting the result returns once the flight is done."""
+        raise NotImplementedError
+
+    def remove_waiter(self, waiter: Awaitable[None]) -> int:
+        """Unregister a waiter that has stopped waiting; return how many still wait."""
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        """Wake every waiter: the outcome is set."""
+        raise NotImplementedError
+
+
+class _AsyncioFlight(Flight):
+    __slots__ = ("futures", "loop", "task")
+
+    def __init__(self, key: object, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(key)
+        self.loop = loop
+        # A dict is an ordered set: waiters are woken first come, first served, and a
+        # cancelled one leaves in O(1) however many others wait.
+        self.futures: dict[asyncio.Future[None], None] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, async_fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self.task = self.loop.create_task(async_fn(*args))  # type: ignore[arg-type]
+
+    @property
+    def waiting(self) -> int:
+        return len(self.futures)
+
+    def is_cancellation(self, exc: BaseException) -> bool:
+        return isinstance(exc, asyncio.CancelledError)
+
+    def call(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        return fn(*args, **kwargs)
+
+    def cancel(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+
+    def add_waiter(self) -> Awaitable[None]:
+        future: asyncio.Future[None] = self.loop.create_future()
+        self.futures[future] = None
+        return future
+
+    def remove_waiter(self, waiter: Awaitable[None]) -> int:
+        del self.futures[waiter]  # type: ignore[arg-type]
+        return len(self.futures)
+
+    def wake(self) -> None:
+        for future in self.futures:
+            if not future.done():  # a cancelled waiter that has not left yet
+                future.set_result(None)
+
+
+class _TrioFlight(Flight):
+    __slots__ = ("event", "scope", "waiters")
+
+    def __init__(self, key: object) -> None:
+        import trio  # imported only once a trio loop runs: trio is optional
+
+        super().__init__(key)
+        self.event = trio.Event()
+        self.scope: trio.CancelScope | None = None
+        self.waiters = 0
+
+    def start(self, async_fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        import trio
+
+        trio.lowlevel.spawn_system_task(
+            async_fn,
+            *args,
+            name="botperf.Deduplicator execution",
+            context=contextvars.copy_context(),
+        )
+
+    @property
+    def waiting(self) -> int:
+        return self.waiters
+
+    def is_cancellation(self, exc: BaseException) -> bool:
+        import trio
+
+        return isinstance(exc, trio.Cancelled)
+
+    def call(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        return self._call_in_scope(fn, args, kwargs)
+
+    async def _call_in_scope(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        import trio
+
+        with trio.CancelScope() as self.scope:
+            return await fn(*args, **kwargs)
+        return None  # cancelled by cancel(): the flight is abandoned, nobody reads this
+
+    def cancel(self) -> None:
+        assert self.scope is not None
+        self.scope.cancel()
+
+    def add_waiter(self) -> Awaitable[None]:
+        self.waiters += 1
+        return self.event.wait()
+
+    def remove_waiter(self, waiter: Awaitable[None]) -> int:
+        self.waiters -= 1
+        return self.waiters
+
+    def wake(self) -> None:
+        self.event.set()
+
+
+def new_flight(key: object) -> Flight:
+    """A flight for ``key`` on the event loop running the current task.
+
+    Raises:
+        RuntimeError: If neither an asyncio task nor a trio task is running.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop running in this thread
+        task = None
+    if task is not None:
+        return _AsyncioFlight(key, task.get_loop())
+    try:
+        import trio
+
+        trio.lowlevel.current_task()
+    except (ImportError, RuntimeError) as exc:
+        raise RuntimeError(
+            "Deduplicator.run() must be awaited in a task running under asyncio or trio"
+        ) from exc
+    return _TrioFlight(key)
