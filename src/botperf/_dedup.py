@@ -188,12 +188,13 @@ class Deduplicator:
                 raise
         else:
             self._shared += 1
-        waiter = flight.add_waiter()
-        try:
-            await waiter
-        finally:
-            if not flight.remove_waiter(waiter) and not flight.done:
-                self._abandon(flight)
+        if not flight.done:
+            waiter = flight.add_waiter()
+            try:
+                await waiter
+            finally:
+                if not flight.remove_waiter(waiter) and not flight.done:
+                    self._abandon(flight)
         error = flight.error
         if error is not None:
             # The same object is raised to every waiter; resetting its traceback keeps it

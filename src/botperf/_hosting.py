@@ -25,10 +25,28 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 __all__ = ["Flight", "new_flight"]
+
+
+if sys.version_info >= (3, 12):
+
+    def _create_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        # Eager start runs the task's first step at once, inside the caller's call: an
+        # fn that returns without suspending costs no scheduling round trip at all.
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    def _create_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        return loop.create_task(coro)
 
 
 class Flight:
@@ -66,8 +84,12 @@ class Flight:
         self.started = True
         return not self.abandoned
 
-    def start(self, async_fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Run ``async_fn(*args)`` in a new task that no caller owns."""
+    def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Run ``async_fn(*args)`` in a new task that no caller owns.
+
+        On Python 3.12+ under asyncio the task starts eagerly, so the flight may
+        already be done when this returns.
+        """
         raise NotImplementedError
 
     @property
@@ -113,8 +135,8 @@ class _AsyncioFlight(Flight):
         self.futures: dict[asyncio.Future[None], None] = {}
         self.task: asyncio.Task[None] | None = None
 
-    def start(self, async_fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        self.task = self.loop.create_task(async_fn(*args))  # type: ignore[arg-type]
+    def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        self.task = _create_task(self.loop, async_fn(*args))
 
     @property
     def waiting(self) -> int:
@@ -158,7 +180,7 @@ class _TrioFlight(Flight):
         self.scope: trio.CancelScope | None = None
         self.waiters = 0
 
-    def start(self, async_fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         import trio
 
         trio.lowlevel.spawn_system_task(
