@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import gc
 import logging
@@ -389,6 +390,22 @@ async def test_execution_cancelled_from_outside_fails_its_callers_instead_of_han
     assert len(caught) == 2
     assert caught[0] is caught[1]
     assert work.saw_cancellation.is_set()
+    assert dedup.stats.errors == 1
+    assert settled(dedup)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_execution_cancelled_from_outside_before_its_first_step_fails_its_caller() -> None:
+    dedup = Deduplicator()
+    work = Work()
+    caller = asyncio.create_task(dedup.run("key", work))
+
+    def cancel_hosted_task() -> None:  # runs right after the caller's first step
+        dedup._flights["key"].task.cancel()  # type: ignore[attr-defined]
+
+    asyncio.get_running_loop().call_soon(cancel_hosted_task)
+    with pytest.raises(DedupCancelledError):
+        await caller
     assert dedup.stats.errors == 1
     assert settled(dedup)
 

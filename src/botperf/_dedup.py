@@ -253,6 +253,8 @@ class Deduplicator:
         """
         try:
             if not flight.begin():
+                if not flight.abandoned:  # cancelled from outside before its first step
+                    self._fail(flight, DedupCancelledError(flight.key), cause=None)
                 return
             try:
                 result = await flight.call(fn, args, kwargs)
@@ -270,12 +272,16 @@ class Deduplicator:
                 if self._cache is not None and not flight.detached:
                     self._cache[flight.key] = result
         finally:
-            flight.done = True
-            if flight.detached:
-                self._detached.discard(flight)
-            else:
-                del self._flights[flight.key]
-            flight.wake()
+            self._settle(flight)
+
+    def _settle(self, flight: Flight) -> None:
+        """The execution is over: drop its entry and wake its waiters."""
+        flight.done = True
+        if flight.detached:
+            self._detached.discard(flight)
+        else:
+            del self._flights[flight.key]
+        flight.wake()
 
     def _fail(self, flight: Flight, error: BaseException, *, cause: BaseException | None) -> None:
         if cause is not None:

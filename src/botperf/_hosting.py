@@ -3,11 +3,13 @@
 An execution must belong to no single caller, so it runs in a task that the
 Deduplicator hosts itself, and callers only wait for its outcome:
 
-* asyncio: a plain ``loop.create_task()`` task. The flight keeps a strong reference to
-  it until it ends (asyncio itself holds only weak ones). Each waiter awaits a future
-  of its own, so cancelling one waiter never touches the others or the task. An
-  abandoned execution is cancelled with ``Task.cancel()``, asyncio's native
-  cancellation, as ``asyncio.timeout()`` and ``asyncio.TaskGroup`` do.
+* asyncio: a task of its own, started eagerly on Python 3.12+ (``eager_start=True``);
+  before 3.12 a ``Task`` subclass that, cancelled before its first step, still runs
+  its coroutine. The flight keeps a strong reference to the task until it ends
+  (asyncio itself holds only weak ones). Each waiter awaits a future of its own, so
+  cancelling one waiter never touches the others or the task. An abandoned execution
+  is cancelled with ``Task.cancel()``, asyncio's native cancellation, as
+  ``asyncio.timeout()`` and ``asyncio.TaskGroup`` do.
 * trio: a system task (``trio.lowlevel.spawn_system_task``), owned by trio's system
   nursery and run in a copy of the caller's context. It runs ``fn`` inside a
   ``trio.CancelScope`` that an abandoned execution cancels, and it never lets an
@@ -35,18 +37,40 @@ __all__ = ["Flight", "new_flight"]
 if sys.version_info >= (3, 12):
 
     def _create_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], flight: Flight
     ) -> asyncio.Task[None]:
         # Eager start runs the task's first step at once, inside the caller's call: an
-        # fn that returns without suspending costs no scheduling round trip at all.
+        # fn that returns without suspending costs no scheduling round trip at all, and
+        # the task has started before anything else could cancel it.
         return asyncio.Task(coro, loop=loop, eager_start=True)
 
 else:
 
+    class _HostedTask(asyncio.Task):  # type: ignore[type-arg]
+        """A task whose cancellation before its first step still runs its coroutine.
+
+        asyncio never runs the coroutine of a task cancelled before its first step,
+        not even its ``finally``, so the waiters would never hear of it. This task
+        instead lets the coroutine start and see ``flight.cancelled_before_start``.
+        Overriding ``cancel`` costs nothing per call, unlike a done callback.
+        """
+
+        __slots__ = ("flight",)
+
+        flight: Flight
+
+        def cancel(self, msg: Any = None) -> bool:
+            if self.flight.started:
+                return super().cancel(msg)
+            self.flight.cancelled_before_start = True
+            return True
+
     def _create_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], flight: Flight
     ) -> asyncio.Task[None]:
-        return loop.create_task(coro)
+        task = _HostedTask(coro, loop=loop)
+        task.flight = flight
+        return task
 
 
 class Flight:
@@ -58,6 +82,7 @@ class Flight:
 
     __slots__ = (
         "abandoned",
+        "cancelled_before_start",
         "detached",
         "done",
         "error",
@@ -75,14 +100,16 @@ class Flight:
         self.detached = False
         # Every waiter left and the execution is being cancelled.
         self.abandoned = False
+        # Its task was cancelled from outside before its first step (asyncio < 3.12).
+        self.cancelled_before_start = False
         self.result: Any = None
         self.error: BaseException | None = None
         self.traceback: Any = None
 
     def begin(self) -> bool:
-        """Mark the execution started, from its task; ``False`` if abandoned before that."""
+        """Mark the execution started, from its task; ``False`` if cancelled before that."""
         self.started = True
-        return not self.abandoned
+        return not (self.abandoned or self.cancelled_before_start)
 
     def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         """Run ``async_fn(*args)`` in a new task that no caller owns.
@@ -136,7 +163,7 @@ class _AsyncioFlight(Flight):
         self.task: asyncio.Task[None] | None = None
 
     def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
-        self.task = _create_task(self.loop, async_fn(*args))
+        self.task = _create_task(self.loop, async_fn(*args), self)
 
     @property
     def waiting(self) -> int:
