@@ -189,11 +189,12 @@ class Deduplicator:
         else:
             self._shared += 1
         if not flight.done:
-            waiter = flight.add_waiter()
+            flight.waiters += 1
             try:
-                await waiter
+                await flight.wait()
             finally:
-                if not flight.remove_waiter(waiter) and not flight.done:
+                flight.waiters -= 1
+                if not flight.waiters and not flight.done:
                     self._abandon(flight)
         error = flight.error
         if error is not None:
@@ -289,7 +290,7 @@ class Deduplicator:
         self._errors += 1
         flight.error = error
         flight.traceback = error.__traceback__
-        if not flight.waiting:
+        if not flight.waiters:
             logger.warning(
                 "the execution for key %s failed after every caller had left",
                 flight.key,

@@ -90,6 +90,7 @@ class Flight:
         "result",
         "started",
         "traceback",
+        "waiters",
     )
 
     def __init__(self, key: object) -> None:
@@ -105,6 +106,8 @@ class Flight:
         self.result: Any = None
         self.error: BaseException | None = None
         self.traceback: Any = None
+        # How many callers wait for the outcome now; kept by the Deduplicator.
+        self.waiters = 0
 
     def begin(self) -> bool:
         """Mark the execution started, from its task; ``False`` if cancelled before that."""
@@ -117,11 +120,6 @@ class Flight:
         On Python 3.12+ under asyncio the task starts eagerly, so the flight may
         already be done when this returns.
         """
-        raise NotImplementedError
-
-    @property
-    def waiting(self) -> int:
-        """How many callers wait for the outcome now."""
         raise NotImplementedError
 
     def is_cancellation(self, exc: BaseException) -> bool:
@@ -138,12 +136,8 @@ class Flight:
         """Cancel the running execution (only called once it has started)."""
         raise NotImplementedError
 
-    def add_waiter(self) -> Awaitable[None]:
-        """Register a waiter; awaiting the result returns once the flight is done."""
-        raise NotImplementedError
-
-    def remove_waiter(self, waiter: Awaitable[None]) -> int:
-        """Unregister a waiter that has stopped waiting; return how many still wait."""
+    def wait(self) -> Awaitable[None]:
+        """Something for one caller to await; it returns once the flight is done."""
         raise NotImplementedError
 
     def wake(self) -> None:
@@ -157,17 +151,13 @@ class _AsyncioFlight(Flight):
     def __init__(self, key: object, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(key)
         self.loop = loop
-        # A dict is an ordered set: waiters are woken first come, first served, and a
-        # cancelled one leaves in O(1) however many others wait.
-        self.futures: dict[asyncio.Future[None], None] = {}
+        # One future per waiter, woken first come, first served. A cancelled waiter's
+        # future stays here, done, until the flight ends: no removal cost on any path.
+        self.futures: list[asyncio.Future[None]] = []
         self.task: asyncio.Task[None] | None = None
 
     def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         self.task = _create_task(self.loop, async_fn(*args), self)
-
-    @property
-    def waiting(self) -> int:
-        return len(self.futures)
 
     def is_cancellation(self, exc: BaseException) -> bool:
         return isinstance(exc, asyncio.CancelledError)
@@ -181,23 +171,19 @@ class _AsyncioFlight(Flight):
         assert self.task is not None
         self.task.cancel()
 
-    def add_waiter(self) -> Awaitable[None]:
+    def wait(self) -> Awaitable[None]:
         future: asyncio.Future[None] = self.loop.create_future()
-        self.futures[future] = None
+        self.futures.append(future)
         return future
-
-    def remove_waiter(self, waiter: Awaitable[None]) -> int:
-        del self.futures[waiter]  # type: ignore[arg-type]
-        return len(self.futures)
 
     def wake(self) -> None:
         for future in self.futures:
-            if not future.done():  # a cancelled waiter that has not left yet
+            if not future.done():  # not a cancelled waiter's
                 future.set_result(None)
 
 
 class _TrioFlight(Flight):
-    __slots__ = ("event", "scope", "waiters")
+    __slots__ = ("event", "scope")
 
     def __init__(self, key: object) -> None:
         import trio  # imported only once a trio loop runs: trio is optional
@@ -205,7 +191,6 @@ class _TrioFlight(Flight):
         super().__init__(key)
         self.event = trio.Event()
         self.scope: trio.CancelScope | None = None
-        self.waiters = 0
 
     def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         import trio
@@ -216,10 +201,6 @@ class _TrioFlight(Flight):
             name="botperf.Deduplicator execution",
             context=contextvars.copy_context(),
         )
-
-    @property
-    def waiting(self) -> int:
-        return self.waiters
 
     def is_cancellation(self, exc: BaseException) -> bool:
         import trio
@@ -244,13 +225,8 @@ class _TrioFlight(Flight):
         assert self.scope is not None
         self.scope.cancel()
 
-    def add_waiter(self) -> Awaitable[None]:
-        self.waiters += 1
+    def wait(self) -> Awaitable[None]:
         return self.event.wait()
-
-    def remove_waiter(self, waiter: Awaitable[None]) -> int:
-        self.waiters -= 1
-        return self.waiters
 
     def wake(self) -> None:
         self.event.set()
