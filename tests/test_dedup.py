@@ -410,6 +410,19 @@ async def test_execution_cancelled_from_outside_before_its_first_step_fails_its_
     assert settled(dedup)
 
 
+async def test_forgotten_execution_is_cancelled_when_its_last_caller_leaves() -> None:
+    dedup = Deduplicator()
+    work = Work()
+    with anyio.move_on_after(0.01):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(dedup.run, "key", work)
+            await work.started.wait()
+            dedup.forget("key")
+            await anyio.sleep(3600)
+    await work.saw_cancellation.wait()
+    await eventually(lambda: settled(dedup))
+
+
 # 5. Nothing leaks.
 
 
@@ -461,6 +474,20 @@ async def test_ttl_cache_holds_at_most_max_cached_results() -> None:
         await dedup.run(key, answer, key)
     assert dedup._cache is not None
     assert len(dedup._cache) == 3
+    assert settled(dedup)
+
+
+async def test_a_task_that_cannot_be_started_leaves_no_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object) -> None:
+        raise RuntimeError("Nursery is closed to new arrivals")
+
+    dedup = Deduplicator()
+    flight_class = type(new_flight("probe"))
+    monkeypatch.setattr(flight_class, "start", refuse)
+    with pytest.raises(RuntimeError, match="closed"):
+        await dedup.run("key", Work())
     assert settled(dedup)
 
 
