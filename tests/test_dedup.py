@@ -370,6 +370,28 @@ async def test_failure_of_an_execution_nobody_waits_for_is_logged_and_counted(
     assert "after every caller had left" in caplog.text
 
 
+async def test_abandoned_execution_raising_instead_of_ending_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dedup = Deduplicator()
+    started = anyio.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        try:
+            await anyio.sleep(3600)
+        except anyio.get_cancelled_exc_class():
+            raise ValueError("cleanup failed") from None
+
+    with caplog.at_level(logging.WARNING, logger="botperf._dedup"):
+        with anyio.move_on_after(0.01):
+            await dedup.run("key", stubborn)
+        await started.wait()
+        await eventually(lambda: settled(dedup))
+    assert "raised instead of ending" in caplog.text
+    assert dedup.stats.errors == 0
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_execution_cancelled_from_outside_fails_its_callers_instead_of_hanging() -> None:
     dedup = Deduplicator()

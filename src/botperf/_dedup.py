@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import reprlib
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast, final
@@ -260,8 +261,15 @@ class Deduplicator:
             try:
                 result = await flight.call(fn, args, kwargs)
             except BaseException as exc:
-                if flight.abandoned:
-                    return  # cancelled because nobody waits: there is nobody to tell
+                if flight.abandoned:  # nobody waits: there is nobody to tell
+                    if not flight.is_cancellation(exc):
+                        logger.warning(
+                            "the execution for key %s, cancelled because every caller had "
+                            "left, raised instead of ending",
+                            reprlib.repr(flight.key),
+                            exc_info=exc,
+                        )
+                    return
                 if flight.is_cancellation(exc):
                     self._fail(flight, DedupCancelledError(flight.key), cause=exc)
                     raise
@@ -293,7 +301,7 @@ class Deduplicator:
         if not flight.waiters:
             logger.warning(
                 "the execution for key %s failed after every caller had left",
-                flight.key,
+                reprlib.repr(flight.key),
                 exc_info=error,
             )
 
@@ -357,7 +365,7 @@ def deduplicate(
             else:
                 call_key = (args,)
             try:
-                hash(call_key)
+                hash(call_key)  # here, so that the error can name the function
             except TypeError as exc:
                 raise DedupKeyError(call_key, f"@deduplicate on {name}()", str(exc)) from None
             return await dedup.run(call_key, fn, *args, **kwargs)

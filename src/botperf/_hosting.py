@@ -17,10 +17,11 @@ Deduplicator hosts itself, and callers only wait for its outcome:
   ``trio.Event``.
 
 The backend is told apart by :func:`new_flight` with :func:`asyncio.current_task`:
-a running asyncio task means asyncio, anything else means trio. This costs about a
-tenth of ``anyio.lowlevel.current_token()`` or ``sniffio.current_async_library()``
-(anyio 4.16 no longer depends on sniffio), and it is right in trio's guest mode on an
-asyncio loop too, where trio tasks run in loop callbacks, not asyncio tasks.
+a running asyncio task means asyncio, anything else means trio. That takes about
+0.1 to 0.3 µs, against 1.7 µs for ``anyio.lowlevel.current_token()`` and 0.5 µs for
+``sniffio.current_async_library()`` (which anyio 4.16 no longer depends on), and it is
+right in trio's guest mode on an asyncio loop too, where trio tasks run in loop
+callbacks, not in asyncio tasks.
 """
 
 from __future__ import annotations
