@@ -52,8 +52,10 @@ else:
 
         asyncio never runs the coroutine of a task cancelled before its first step,
         not even its ``finally``, so the waiters would never hear of it. This task
-        instead lets the coroutine start and see ``flight.cancelled_before_start``.
-        Overriding ``cancel`` costs nothing per call, unlike a done callback.
+        instead lets the coroutine start and see ``flight.cancelled_before_start``: it
+        fails the waiters with DedupCancelledError and ends (normally, not as
+        cancelled). Overriding ``cancel`` costs nothing per call, unlike a done
+        callback (about 1 µs).
         """
 
         __slots__ = ("flight",)
