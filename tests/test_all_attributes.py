@@ -18,6 +18,10 @@ DOCUMENTED_PUBLIC_API = {
     "HistoryTypeError",
     "HistoryValueError",
     "Message",
+    "DedupCancelledError",
+    "DedupKeyError",
+    "DedupStats",
+    "Deduplicator",
     "MetricsFileError",
     "MetricsFileNotFoundError",
     "TimerInUseError",
@@ -32,6 +36,7 @@ DOCUMENTED_PUBLIC_API = {
     "__version__",
     "profile",
     "approximate_tokens",
+    "deduplicate",
     "read_metrics",
     "timed",
 }

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._dedup import Deduplicator as Deduplicator
+from ._dedup import DedupStats as DedupStats
+from ._dedup import deduplicate as deduplicate
 from ._exceptions import BotperfError as BotperfError
+from ._exceptions import DedupCancelledError as DedupCancelledError
+from ._exceptions import DedupKeyError as DedupKeyError
 from ._exceptions import HistoryFileError as HistoryFileError
 from ._exceptions import HistoryFileNotFoundError as HistoryFileNotFoundError
 from ._exceptions import HistoryTypeError as HistoryTypeError
@@ -45,6 +50,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "BatchMetricsWriter",
     "BotperfError",
+    "DedupCancelledError",
+    "DedupKeyError",
+    "DedupStats",
+    "Deduplicator",
     "HistoryFileError",
     "HistoryFileNotFoundError",
     "HistoryStats",
@@ -69,6 +78,7 @@ __all__ = [
     "WriterStats",
     "__version__",
     "approximate_tokens",
+    "deduplicate",
     "profile",
     "read_metrics",
     "timed",
