@@ -8,8 +8,18 @@ from typing import Any
 from ._harness import Measurement, Report, format_value
 
 
-def render(reports: list[Report], environment: dict[str, Any], *, quick: bool) -> str:
-    """Return Markdown: the environment, then per report its groups and targets."""
+def render(
+    reports: list[Report],
+    environment: dict[str, Any],
+    *,
+    quick: bool,
+    charts: dict[str, list[tuple[str, str]]] | None = None,
+) -> str:
+    """Return Markdown: the environment, then per report its charts, groups and targets.
+
+    ``charts`` maps a report's name to the (title, URL) of its charts, as the page that
+    includes this Markdown links them.
+    """
     packages = ", ".join(
         f"{name} {version}" for name, version in environment["packages"].items() if version
     )
@@ -22,6 +32,8 @@ def render(reports: list[Report], environment: dict[str, Any], *, quick: bool) -
     ]
     for report in reports:
         lines += [f"### {report.name}", ""]
+        for title, url in (charts or {}).get(report.name, []):
+            lines += [f"![{title}]({url})", ""]
         groups: dict[str, list[Measurement]] = {}
         for measurement in report.measurements:
             groups.setdefault(measurement.group, []).append(measurement)
@@ -67,6 +79,13 @@ def render(reports: list[Report], environment: dict[str, Any], *, quick: bool) -
     return "\n".join(lines)
 
 
-def save(path: Path, reports: list[Report], environment: dict[str, Any], *, quick: bool) -> None:
+def save(
+    path: Path,
+    reports: list[Report],
+    environment: dict[str, Any],
+    *,
+    quick: bool,
+    charts: dict[str, list[tuple[str, str]]] | None = None,
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(reports, environment, quick=quick), encoding="utf-8")
+    path.write_text(render(reports, environment, quick=quick, charts=charts), encoding="utf-8")
