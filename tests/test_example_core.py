@@ -230,7 +230,7 @@ async def test_the_bot_answers_again_once_ollama_recovers(
 
 
 async def test_a_shared_failure_reaches_every_waiter_and_costs_one_call(
-    fake_ollama: FakeOllama, metrics_path: Path
+    fake_ollama: FakeOllama, metrics_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_ollama.fault = Fault.SERVER_ERROR
     async with running_core(fake_ollama, metrics_path) as core:
@@ -239,6 +239,7 @@ async def test_a_shared_failure_reaches_every_waiter_and_costs_one_call(
     assert fake_ollama.count("/api/chat") == 1
     assert core.dedup.stats.errors == 1
     assert core.errors == {LLMErrorKind.SERVER_ERROR: 3}
+    assert caplog.text.count("LLM call failed") == 1
 
 
 async def test_metrics_land_in_the_file_with_their_fields(

@@ -105,8 +105,9 @@ class BotCore:
 
     - ``message_in``: ``channel``, ``author`` (a keyed hash: it tells users apart within
       one run and cannot be turned back into a name), ``chars``.
-    - ``llm_call``, one per message: ``channel``, ``latency_ms`` (this message's wait),
-      ``deduplicated`` (whether it shared another message's call), ``error``,
+    - ``llm_call``, one per message: ``channel``, ``latency_ms`` (the call's duration, or
+      for a shared call this message's wait for it), ``deduplicated`` (whether it shared
+      another message's call), ``error``,
       ``error_kind``, and what Ollama reported for the call: ``ttft_ms``,
       ``prompt_eval_count``, ``eval_count``, ``total_duration_ms``, ``load_duration_ms``,
       ``eval_duration_ms``, ``tokens_per_s``. Those are ``None`` on deduplicated events, so
@@ -220,7 +221,8 @@ class BotCore:
         """Answer ``text`` said by ``author`` in ``channel_id``, remembering the exchange.
 
         An LLM failure becomes a :class:`~.protocol.Reply` with a short explanation; it is
-        logged and counted in :attr:`errors`, and the channel's history is left as it was.
+        logged (once per call made, however many messages shared it) and counted in
+        :attr:`errors` (once per message), and the channel's history is left as it was.
         """
         self.record(
             "message_in", channel=channel_id, author=self._pseudonym(author), chars=len(text)
@@ -242,7 +244,7 @@ class BotCore:
     async def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
         """Like :meth:`handle`, yielding the reply in one piece once it is complete.
 
-        Until shared streams exist (a later botperf issue), a deduplicated call cannot hand
+        Until shared streams exist (botperf issue 9), a deduplicated call cannot hand
         its tokens to several waiters as they arrive, so the reply comes whole. Ollama is
         still streamed inside the shared execution, which measures the time to first token.
         """
@@ -271,7 +273,6 @@ class BotCore:
             if not caller.executed:
                 self._record_llm_call(channel_id, timer.elapsed, deduplicated=True, error=error)
             self.errors[error.kind] += 1
-            logger.warning("channel %s: LLM call failed: %s", channel_id, error)
             return Reply(error.user_message, error=error.kind)
         if not caller.executed:
             self._record_llm_call(channel_id, timer.elapsed, deduplicated=True)
@@ -289,6 +290,7 @@ class BotCore:
             with timer:
                 result = await self.llm.chat(messages)
         except LLMError as error:
+            logger.warning("channel %s: LLM call failed: %s", channel_id, error)
             self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, error=error)
             raise
         except anyio.get_cancelled_exc_class():
