@@ -217,6 +217,16 @@ async def test_an_ollama_failure_is_answered_logged_and_counted(
     assert (call["error"], call["error_kind"], call["deduplicated"]) == (True, kind.value, False)
 
 
+async def test_ollama_down_is_answered(metrics_path: Path) -> None:
+    with FakeOllama() as server:
+        url = server.url  # nothing listens on this port once the server has stopped
+    async with BotCore(OllamaChat(host=url), metrics_path=metrics_path) as core:
+        reply = await core.handle(1, "ann", "hello")
+    assert reply.error is LLMErrorKind.UNAVAILABLE
+    assert "is Ollama running?" in reply.text
+    assert core.errors == {LLMErrorKind.UNAVAILABLE: 1}
+
+
 async def test_the_bot_answers_again_once_ollama_recovers(
     fake_ollama: FakeOllama, metrics_path: Path
 ) -> None:

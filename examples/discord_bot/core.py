@@ -285,6 +285,7 @@ class BotCore:
     ) -> ChatResult:
         """The shared execution: one call to Ollama (streamed), timed and recorded."""
         caller.executed = True
+        # metrics=self rather than the writer: see record(), for a call outliving aclose().
         timer = timed("ollama.chat", recorder=self.latency, metrics=self)
         try:
             with timer:
