@@ -31,7 +31,11 @@ class FakeCore:
     def __init__(self, pieces: list[str]) -> None:
         self.pieces = pieces
         self.asked: list[tuple[int, str, str]] = []
+        self.started = 0
         self.closed = 0
+
+    async def start(self) -> None:
+        self.started += 1
 
     async def handle(self, channel_id: int, author: str, text: str) -> Reply:
         return Reply("".join(self.pieces))
@@ -208,7 +212,9 @@ async def test_close_closes_the_core_once() -> None:
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.anyio
-async def test_sigterm_closes_the_bot_and_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sigterm_closes_the_bot_and_the_core_it_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     core = FakeCore([])
     bot = make_bot(core)
     started = asyncio.Event()
@@ -223,7 +229,7 @@ async def test_sigterm_closes_the_bot_and_the_core(monkeypatch: pytest.MonkeyPat
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(task, timeout=10)  # a safety net; the signal ends it at once
     assert bot.is_closed()
-    assert core.closed == 1
+    assert (core.started, core.closed) == (1, 1)
 
 
 @pytest.mark.anyio

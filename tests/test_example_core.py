@@ -1,119 +1,356 @@
-"""The example's phase-1 core (no botperf primitives yet) against the fake Ollama."""
+"""The example bot's core (HistoryStore, Deduplicator, timed, BatchMetricsWriter) on a fake Ollama.
+
+Every test talks real HTTP to ``FakeOllama`` on 127.0.0.1; LLM calls are counted by the
+server itself. Tests that need callers to arrive together pause the server, wait until the
+core has seen every call, then let it answer: no test depends on timing.
+"""
 
 from __future__ import annotations
 
-from contextlib import aclosing
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
-from examples.discord_bot.core import PlainCore
+from botperf import read_metrics
+from examples.discord_bot.core import DEFAULT_SYSTEM_PROMPT, BotCore, normalize
 from examples.discord_bot.fake_ollama import FakeOllama, Fault, canned_reply
 from examples.discord_bot.llm import LLMErrorKind, OllamaChat
-from examples.discord_bot.protocol import ChatCore
+from examples.discord_bot.protocol import Reply
 
-pytestmark = pytest.mark.anyio
-
-
-def make_core(server: FakeOllama, *, timeout: float = 30.0) -> PlainCore:
-    return PlainCore(OllamaChat(host=server.url, timeout=timeout), max_messages=4)
-
-
-async def collect(core: ChatCore, channel: int, text: str) -> str:
-    async with aclosing(core.stream(channel, "ann", text)) as pieces:
-        return "".join([piece async for piece in pieces])
-
-
-async def test_answers_with_the_models_reply(fake_ollama: FakeOllama) -> None:
-    core = make_core(fake_ollama)
-    reply = await core.handle(1, "ann", "What is a thread?")
-    await core.aclose()
-    assert reply.ok
-    assert reply.text == canned_reply("What is a thread?")
+pytestmark = [
+    pytest.mark.anyio,
+    # On trio, a stream ended by an {"error": ...} line leaves the ollama client's
+    # generators over httpx and httpcore to the garbage collector, which trio reports (the
+    # HTTP response itself is closed; examples/discord_bot/llm.py explains).
+    pytest.mark.filterwarnings(
+        r"ignore:Async generator 'http(x|core)\..*' was garbage collected:ResourceWarning"
+    ),
+]
 
 
-async def test_keeps_history_across_turns(fake_ollama: FakeOllama) -> None:
-    core = make_core(fake_ollama)
-    await core.handle(1, "ann", "first")
-    await core.handle(1, "bob", "second")
-    await core.aclose()
-    assert core.history(1) == [
-        {"role": "user", "content": "first"},
-        {"role": "assistant", "content": canned_reply("first")},
-        {"role": "user", "content": "second"},
-        {"role": "assistant", "content": canned_reply("second")},
+def system() -> dict[str, str]:
+    return {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+@pytest.fixture
+def metrics_path(tmp_path: Path) -> Path:
+    return tmp_path / "metrics.jsonl"
+
+
+@asynccontextmanager
+async def running_core(
+    server: FakeOllama, metrics_path: Path, *, seconds: float = 30.0, model: str = "llama3.2"
+) -> AsyncIterator[BotCore]:
+    async with BotCore(
+        OllamaChat(host=server.url, model=model, timeout=seconds),
+        metrics_path=metrics_path,
+        max_messages=4,
+    ) as core:
+        yield core
+
+
+def events(metrics_path: Path, name: str) -> list[dict[str, Any]]:
+    return [event for event in read_metrics(metrics_path) if event["event"] == name]
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    # The conditions read counters (the server thread's, the core's) that signal nothing,
+    # hence polling; the deadline is a safety net: they hold within milliseconds.
+    with anyio.fail_after(10):
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.001)
+
+
+async def ask_together(
+    core: BotCore, server: FakeOllama, questions: Sequence[tuple[int, str]]
+) -> list[Reply]:
+    """Send every ``(channel, text)`` at once; answer only once the core has seen them all."""
+    replies: list[Reply] = [Reply("")] * len(questions)
+    calls_before = core.dedup.stats.calls
+
+    async def ask(index: int, channel: int, text: str) -> None:
+        replies[index] = await core.handle(channel, f"user{index}", text)
+
+    server.pause()
+    try:
+        async with anyio.create_task_group() as group:
+            for index, (channel, text) in enumerate(questions):
+                group.start_soon(ask, index, channel, text)
+            await wait_until(lambda: core.dedup.stats.calls == calls_before + len(questions))
+            server.resume()
+    finally:
+        server.resume()
+    return replies
+
+
+async def test_answers_with_the_models_reply(fake_ollama: FakeOllama, metrics_path: Path) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        reply = await core.handle(1, "ann", "What is a thread?")
+    assert reply == Reply(canned_reply("What is a thread?"))
+
+
+async def test_identical_concurrent_questions_cost_one_llm_call(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        spellings = ["What is a GIL?", "what is a gil?", "  What   is a GIL? ", "WHAT IS A GIL?"]
+        replies = await ask_together(core, fake_ollama, list(enumerate(spellings)))
+    assert fake_ollama.count("/api/chat") == 1
+    stats = core.dedup.stats
+    assert (stats.calls, stats.executions, stats.shared) == (4, 1, 3)
+    assert {reply.text for reply in replies} == {
+        canned_reply(fake_ollama.conversations()[0][-1]["content"])
+    }
+
+
+async def test_each_channel_keeps_its_own_users_words_with_the_shared_reply(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        replies = await ask_together(core, fake_ollama, [(1, "Hi there"), (2, "hi  THERE")])
+        histories = [core.history.get(1), core.history.get(2)]
+    assert fake_ollama.count("/api/chat") == 1
+    assert [[(m.role, m.content) for m in history] for history in histories] == [
+        [("user", "Hi there"), ("assistant", replies[0].text)],
+        [("user", "hi  THERE"), ("assistant", replies[0].text)],
     ]
-    assert core.history(2) == []
 
 
-async def test_history_keeps_the_newest_messages(fake_ollama: FakeOllama) -> None:
-    core = make_core(fake_ollama)
-    for text in ("one", "two", "three"):
-        await core.handle(1, "ann", text)
-    await core.aclose()
-    assert [m["content"] for m in core.history(1) if m["role"] == "user"] == ["two", "three"]
+async def test_the_same_question_in_different_conversations_is_not_merged(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        await core.handle(1, "ann", "earlier question")
+        await ask_together(core, fake_ollama, [(1, "same question"), (2, "same question")])
+    assert fake_ollama.count("/api/chat") == 3
+    assert core.dedup.stats.shared == 0
 
 
-async def test_reset_forgets_the_channel(fake_ollama: FakeOllama) -> None:
-    core = make_core(fake_ollama)
-    await core.handle(1, "ann", "first")
-    await core.handle(2, "ann", "other")
-    await core.reset(1)
-    await core.aclose()
-    assert core.history(1) == []
-    assert len(core.history(2)) == 2
+async def test_the_next_turn_sends_the_previous_answer(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        first = await core.handle(1, "ann", "first")
+        await core.handle(1, "bob", "second")
+    assert fake_ollama.conversations() == [
+        [system(), user("first")],
+        [system(), user("first"), assistant(first.text), user("second")],
+    ]
 
 
-async def test_stream_yields_the_reply_and_remembers_it(fake_ollama: FakeOllama) -> None:
-    core = make_core(fake_ollama)
-    text = await collect(core, 1, "hello")
-    await core.aclose()
-    assert text == canned_reply("hello")
-    assert core.history(1)[-1] == {"role": "assistant", "content": text}
+async def test_history_keeps_the_newest_messages(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        for text in ("one", "two", "three", "four"):  # max_messages=4: two exchanges
+            await core.handle(1, "ann", text)
+    sent = fake_ollama.conversations()[-1]
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["two", "three", "four"]
 
 
-async def test_failure_is_answered_logged_and_counted(
-    fake_ollama: FakeOllama, caplog: pytest.LogCaptureFixture
+async def test_reset_forgets_the_channel_only(fake_ollama: FakeOllama, metrics_path: Path) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        await core.handle(1, "ann", "first")
+        await core.handle(2, "ann", "other")
+        await core.reset(1)
+        await core.handle(1, "ann", "again")
+        assert len(core.history.get(2)) == 2
+    assert fake_ollama.conversations()[-1] == [system(), user("again")]
+
+
+async def test_stream_yields_the_whole_reply(fake_ollama: FakeOllama, metrics_path: Path) -> None:
+    async with (
+        running_core(fake_ollama, metrics_path) as core,
+        aclosing(core.stream(1, "ann", "hello")) as pieces,
+    ):
+        received = [piece async for piece in pieces]
+    assert received == [canned_reply("hello")]
+
+
+FAILURES: list[tuple[Fault | None, str, float, LLMErrorKind, str]] = [
+    (None, "missing-model", 30.0, LLMErrorKind.MODEL_MISSING, "ollama pull missing-model"),
+    (Fault.SERVER_ERROR, "llama3.2", 30.0, LLMErrorKind.SERVER_ERROR, "HTTP 500"),
+    (Fault.HANG, "llama3.2", 0.2, LLMErrorKind.TIMEOUT, "more than 0.2 s"),
+    (Fault.DISCONNECT, "llama3.2", 30.0, LLMErrorKind.DISCONNECTED, "broke off"),
+    (Fault.ERROR_LINE, "llama3.2", 30.0, LLMErrorKind.STREAM_ERROR, "stopped with an error"),
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "model", "seconds", "kind", "says"),
+    FAILURES,
+    ids=[kind.value for _, _, _, kind, _ in FAILURES],
+)
+async def test_an_ollama_failure_is_answered_logged_and_counted(
+    fake_ollama: FakeOllama,
+    metrics_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    fault: Fault | None,
+    model: str,
+    seconds: float,
+    kind: LLMErrorKind,
+    says: str,
+) -> None:
+    fake_ollama.fault = fault
+    async with running_core(fake_ollama, metrics_path, seconds=seconds, model=model) as core:
+        reply = await core.handle(1, "ann", "hello")
+        assert core.history.get(1) == ()
+    assert reply.error is kind
+    assert says in reply.text
+    assert len(reply.text) < 200
+    assert core.errors == {kind: 1}
+    assert "LLM call failed" in caplog.text
+    [call] = events(metrics_path, "llm_call")
+    assert (call["error"], call["error_kind"], call["deduplicated"]) == (True, kind.value, False)
+
+
+async def test_ollama_down_is_answered(metrics_path: Path) -> None:
+    with FakeOllama() as server:
+        url = server.url  # nothing listens on this port once the server has stopped
+    async with BotCore(OllamaChat(host=url), metrics_path=metrics_path) as core:
+        reply = await core.handle(1, "ann", "hello")
+    assert reply.error is LLMErrorKind.UNAVAILABLE
+    assert "is Ollama running?" in reply.text
+    assert core.errors == {LLMErrorKind.UNAVAILABLE: 1}
+
+
+async def test_the_bot_answers_again_once_ollama_recovers(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        fake_ollama.fault = Fault.SERVER_ERROR
+        failed = await core.handle(1, "ann", "hello")
+        fake_ollama.fault = None
+        answered = await core.handle(1, "ann", "hello")
+    assert (failed.ok, answered.ok) == (False, True)
+    assert fake_ollama.conversations()[-1] == [system(), user("hello")]
+
+
+async def test_a_shared_failure_reaches_every_waiter_and_costs_one_call(
+    fake_ollama: FakeOllama, metrics_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_ollama.fault = Fault.SERVER_ERROR
-    core = make_core(fake_ollama)
-    reply = await core.handle(1, "ann", "hello")
+    async with running_core(fake_ollama, metrics_path) as core:
+        replies = await ask_together(core, fake_ollama, [(1, "hi"), (2, "hi"), (3, "hi")])
+    assert [reply.error for reply in replies] == [LLMErrorKind.SERVER_ERROR] * 3
+    assert fake_ollama.count("/api/chat") == 1
+    assert core.dedup.stats.errors == 1
+    assert core.errors == {LLMErrorKind.SERVER_ERROR: 3}
+    assert caplog.text.count("LLM call failed") == 1
+
+
+async def test_metrics_land_in_the_file_with_their_fields(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        reply = await core.handle(7, "ann", "hello there")
+    [message_in] = events(metrics_path, "message_in")
+    assert message_in["channel"] == 7
+    assert message_in["chars"] == len("hello there")
+    assert message_in["author"] != "ann"
+    [call] = events(metrics_path, "llm_call")
+    assert (call["channel"], call["deduplicated"], call["error"], call["error_kind"]) == (
+        7,
+        False,
+        False,
+        None,
+    )
+    assert call["eval_count"] == len(reply.text.split())
+    assert call["prompt_eval_count"] > 0
+    assert 0 < call["ttft_ms"] <= call["latency_ms"]
+    for name in ("total_duration_ms", "load_duration_ms", "eval_duration_ms", "tokens_per_s"):
+        assert call[name] > 0, name
+    [reply_out] = events(metrics_path, "reply_out")
+    assert (reply_out["channel"], reply_out["chars"], reply_out["parts"]) == (7, len(reply.text), 1)
+    assert reply_out["latency_ms"] >= call["latency_ms"]
+    [timing] = events(metrics_path, "ollama.chat")
+    assert timing["error"] is False
+    stats = core.metrics.stats
+    assert stats.recorded == stats.written == 4
+
+
+async def test_shared_calls_are_recorded_as_deduplicated_without_ollamas_numbers(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        await ask_together(core, fake_ollama, [(1, "hi"), (2, "hi"), (3, "hi")])
+    calls = events(metrics_path, "llm_call")
+    made = [call for call in calls if not call["deduplicated"]]
+    shared = [call for call in calls if call["deduplicated"]]
+    assert (len(made), len(shared)) == (1, 2)
+    assert made[0]["eval_count"] > 0
+    assert {call["eval_count"] for call in shared} == {None}
+    assert len(events(metrics_path, "reply_out")) == 3
+
+
+async def test_an_abandoned_call_is_cancelled_and_recorded(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        fake_ollama.pause()
+        try:
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(core.handle, 1, "ann", "hello")
+                    await wait_until(lambda: fake_ollama.count("/api/chat") == 1)
+                    scope.cancel()
+            await wait_until(lambda: "ollama.chat" in core.latency.summary())
+        finally:
+            fake_ollama.resume()
+    [call] = events(metrics_path, "llm_call")
+    assert (call["error"], call["error_kind"]) == (True, "cancelled")
+    assert events(metrics_path, "reply_out") == []
+
+
+async def test_a_core_closed_without_starting_still_writes_its_events(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    core = BotCore(OllamaChat(host=fake_ollama.url), metrics_path=metrics_path)
+    await core.handle(1, "ann", "hello")
     await core.aclose()
-    assert reply.error is LLMErrorKind.SERVER_ERROR
-    assert not reply.ok
-    assert "HTTP 500" in reply.text
-    assert core.errors == {LLMErrorKind.SERVER_ERROR: 1}
-    assert "LLM call failed" in caplog.text
-    assert core.history(1) == []
-
-
-async def test_stream_failure_ends_with_the_explanation(fake_ollama: FakeOllama) -> None:
-    fake_ollama.fault = Fault.DISCONNECT
-    core = make_core(fake_ollama)
-    text = await collect(core, 1, "hello")
     await core.aclose()
-    assert text.endswith("\n\nThe connection to the model broke off mid-reply; please try again.")
-    assert canned_reply("hello").startswith(text.split("\n\n")[0])
-    assert core.errors == {LLMErrorKind.DISCONNECTED: 1}
-    assert core.history(1) == []
+    assert [event["event"] for event in read_metrics(metrics_path)] == [
+        "message_in",
+        "ollama.chat",
+        "llm_call",
+        "reply_out",
+    ]
 
 
-async def test_timeout_is_answered(fake_ollama: FakeOllama) -> None:
-    fake_ollama.fault = Fault.HANG
-    core = make_core(fake_ollama, timeout=0.2)
-    reply = await core.handle(1, "ann", "hello")
-    await core.aclose()
-    assert reply.error is LLMErrorKind.TIMEOUT
+async def test_starts_only_once(fake_ollama: FakeOllama, metrics_path: Path) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        with pytest.raises(RuntimeError, match="started once"):
+            await core.start()
 
 
-async def test_every_message_costs_one_llm_call(fake_ollama: FakeOllama) -> None:
-    # The phase-1 core has no deduplication: the botperf-based core will change this number.
-    core = make_core(fake_ollama)
-    for channel in range(3):
-        await core.handle(channel, "ann", "same question")
-    await core.aclose()
-    assert fake_ollama.count("/api/chat") == 3
+async def test_events_after_closing_are_dropped_with_a_debug_line(
+    fake_ollama: FakeOllama, metrics_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        core.record("before")
+    caplog.set_level(logging.DEBUG, logger="examples.discord_bot.core")
+    core.record("after", channel=1)
+    assert "after event after the core closed, not recorded" in caplog.text
+    assert [event["event"] for event in read_metrics(metrics_path)] == ["before"]
 
 
-def test_rejects_a_history_shorter_than_one_exchange() -> None:
+def test_normalize_ignores_case_and_spacing() -> None:
+    assert normalize("  What IS\tthe\n GIL? ") == "what is the gil?"
+
+
+def test_rejects_a_history_shorter_than_one_exchange(metrics_path: Path) -> None:
     with pytest.raises(ValueError, match="max_messages must be >= 2"):
-        PlainCore(OllamaChat(), max_messages=1)
+        BotCore(OllamaChat(), metrics_path=metrics_path, max_messages=1)

@@ -6,16 +6,18 @@ import io
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from botperf import read_metrics
+from botperf._cli import main as botperf_main
 from examples.discord_bot.__main__ import main
 from examples.discord_bot.console import run_console
-from examples.discord_bot.core import PlainCore
+from examples.discord_bot.core import BotCore
 from examples.discord_bot.demo import (
     DemoConfig,
-    DemoOutcome,
     ProgressBar,
     Row,
     format_table,
@@ -29,39 +31,101 @@ from examples.discord_bot.llm import OllamaChat
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = DemoConfig(
-    channels=8, rounds=2, tracks=2, time_to_first_token=0.01, token_delay=0.001, reply_tokens=8
+    channels=8,
+    rounds=2,
+    tracks=2,
+    max_channels=6,
+    time_to_first_token=0.01,
+    token_delay=0.001,
+    reply_tokens=8,
+)
+
+pytestmark = pytest.mark.filterwarnings(
+    # See tests/test_example_core.py: trio reports the ollama client's generators on errors.
+    r"ignore:Async generator 'http(x|core)\..*' was garbage collected:ResourceWarning"
 )
 
 
+@pytest.fixture
+def metrics_path(tmp_path: Path) -> Path:
+    return tmp_path / "metrics.jsonl"
+
+
 @pytest.mark.anyio
-async def test_demo_measures_every_message_and_llm_call() -> None:
+async def test_demo_answers_every_message(metrics_path: Path) -> None:
     progress = io.StringIO()
-    outcome = await run_demo(FAST, PlainCore, progress=progress)
+    outcome = await run_demo(FAST, metrics_path, progress=progress)
     assert outcome.messages == len(outcome.latencies) == 16
     assert outcome.failed == 0
-    assert outcome.llm_calls == 16  # the phase-1 core makes one call per message
     assert progress.getvalue().endswith("16/16 messages\n")
 
 
 @pytest.mark.anyio
-async def test_report_shows_the_measured_numbers() -> None:
-    outcome = await run_demo(FAST, PlainCore, progress=None)
-    table = report(outcome)
-    assert re.search(r"^  LLM calls made +16  counted by the Ollama server$", table, re.M)
-    assert re.search(r"^  replies ok / failed +16 / 0$", table, re.M)
-    assert re.search(r"^  reply latency p50 / p99 +\d+ / \d+ ms ", table, re.M)
+async def test_demo_makes_one_llm_call_per_conversation_and_round(metrics_path: Path) -> None:
+    # Every channel held and all messages of a round at once: each track's channels share
+    # one call per round. The model's 200 ms before its first token leave the burst ample
+    # time to arrive while the call runs.
+    config = replace(FAST, max_channels=8, arrival_spread=0.0, time_to_first_token=0.2)
+    outcome = await run_demo(config, metrics_path, progress=None)
+    assert outcome.llm_calls == config.tracks * config.rounds
+    assert outcome.core.history.stats.evictions == 0
 
 
 @pytest.mark.anyio
-async def test_report_takes_extra_sections() -> None:
-    outcome = await run_demo(FAST, PlainCore, progress=None)
+async def test_demo_numbers_agree_with_each_other(metrics_path: Path) -> None:
+    outcome = await run_demo(FAST, metrics_path, progress=None)
+    core = outcome.core
+    dedup = core.dedup.stats
+    assert outcome.llm_calls == dedup.executions < outcome.messages
+    assert dedup.calls == dedup.executions + dedup.shared == outcome.messages
+    history = core.history.stats
+    assert history.channels == FAST.max_channels
+    assert history.evictions >= FAST.channels - FAST.max_channels
+    writer = core.metrics.stats
+    assert writer.recorded == writer.written == len(list(read_metrics(metrics_path)))
+    assert 1 <= writer.batches < writer.written
+    calls = [event for event in read_metrics(metrics_path) if event["event"] == "llm_call"]
+    assert len(calls) == outcome.messages
+    assert sum(not call["deduplicated"] for call in calls) == outcome.llm_calls
 
-    def channels_rows(outcome: DemoOutcome[PlainCore]) -> list[Row]:
-        held = sum(bool(outcome.core.history(channel)) for channel in range(1000, 1008))
-        return [Row("channels with history", str(held))]
 
-    table = report(outcome, [channels_rows])
-    assert table == "  channels with history  8"
+@pytest.mark.anyio
+async def test_report_shows_the_measured_numbers(metrics_path: Path) -> None:
+    outcome = await run_demo(FAST, metrics_path, progress=None)
+    calls = outcome.llm_calls
+    saved = 16 - calls
+    stats = outcome.core.metrics.stats
+    table = report(outcome)
+    assert re.search(r"^  replies ok / failed +16 / 0$", table, re.M)
+    assert re.search(
+        rf"^  LLM calls made +{calls} / {calls}  Ollama server's count / Deduplicator "
+        "executions: they agree$",
+        table,
+        re.M,
+    )
+    assert re.search(rf"^  LLM calls saved +{saved} \({saved / 16:.0%}\) ", table, re.M)
+    assert re.search(r"^  reply latency p50 / p99 +\d+ / \d+ ms ", table, re.M)
+    held = outcome.core.history.stats
+    assert re.search(
+        rf"^  channels held / evicted +6 / {held.evictions}  HistoryStore, max_channels=6$",
+        table,
+        re.M,
+    )
+    assert re.search(
+        rf"^  metric events recorded / written +{stats.recorded} / {stats.recorded} ", table, re.M
+    )
+    assert re.search(rf"^  disk writes +{stats.batches} ", table, re.M)
+
+
+@pytest.mark.anyio
+async def test_botperf_report_reads_the_demos_metrics(
+    metrics_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await run_demo(FAST, metrics_path, progress=None)
+    assert botperf_main(["report", str(metrics_path)]) == 0
+    out = capsys.readouterr().out
+    for line in ("llm_call: 16 events", "message_in: 16 events", "reply_out: 16 events"):
+        assert line in out
 
 
 def test_plan_has_tracks_asking_the_same_question_at_once() -> None:
@@ -91,27 +155,30 @@ def test_table_aligns_labels_and_values() -> None:
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="channels must be >= 1"):
         DemoConfig(channels=0)
+    with pytest.raises(ValueError, match="max_channels must be >= 1"):
+        DemoConfig(max_channels=0)
     with pytest.raises(ValueError, match="token_delay must be >= 0"):
         DemoConfig(token_delay=-1)
 
 
 @pytest.mark.anyio
-async def test_console_chats_resets_and_quits(fake_ollama: FakeOllama) -> None:
-    core = PlainCore(OllamaChat(host=fake_ollama.url))
+async def test_console_chats_resets_and_quits(fake_ollama: FakeOllama, metrics_path: Path) -> None:
+    core = BotCore(OllamaChat(host=fake_ollama.url), metrics_path=metrics_path)
     stdout = io.StringIO()
     stdin = io.StringIO("hello\n\n/reset\n/quit\nnever read\n")
     await run_console(core, stdin=stdin, stdout=stdout)
     assert canned_reply("hello") in stdout.getvalue()
     assert "(history cleared)" in stdout.getvalue()
-    assert core.history(0) == []
+    assert core.history.get(0) == ()
     assert fake_ollama.count("/api/chat") == 1
+    assert len(list(read_metrics(metrics_path))) == core.metrics.stats.written == 4
 
 
 @pytest.mark.anyio
-async def test_console_ends_at_end_of_input(fake_ollama: FakeOllama) -> None:
-    core = PlainCore(OllamaChat(host=fake_ollama.url))
+async def test_console_ends_at_end_of_input(fake_ollama: FakeOllama, metrics_path: Path) -> None:
+    core = BotCore(OllamaChat(host=fake_ollama.url), metrics_path=metrics_path)
     await run_console(core, stdin=io.StringIO("hi\n"), stdout=io.StringIO())
-    assert len(core.history(0)) == 2
+    assert len(core.history.get(0)) == 2
 
 
 def test_bot_needs_a_token(
@@ -122,17 +189,18 @@ def test_bot_needs_a_token(
     assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
 
 
-def test_demo_runs_from_the_command_line() -> None:
+def test_demo_runs_from_the_command_line(tmp_path: Path) -> None:
+    metrics = tmp_path / "demo.jsonl"
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "examples.discord_bot",
             "--demo",
-            "--channels",
-            "6",
-            "--rounds",
-            "1",
+            "--channels=6",
+            "--rounds=1",
+            "--max-channels=4",
+            f"--metrics={metrics}",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -142,7 +210,10 @@ def test_demo_runs_from_the_command_line() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "LLM calls made" in result.stdout
+    assert re.search(r"^  channels held / evicted +4 / 2 ", result.stdout, re.M)
+    assert result.stdout.endswith(f"    botperf report {metrics}\n")
     assert "6/6 messages" in result.stderr
+    assert metrics.is_file()
 
 
 @pytest.mark.parametrize("option", ["--channels=0", "--rounds=-1", "--timeout=abc"])

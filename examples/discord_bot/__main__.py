@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import getpass
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import anyio
 
-from .core import PlainCore
+from .core import BotCore
 from .llm import OllamaChat
 
 N = TypeVar("N", int, float)
@@ -62,6 +65,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rounds", type=_positive(int), default=4, help="demo: messages per channel (4)"
     )
     parser.add_argument(
+        "--max-channels",
+        type=_positive(int),
+        default=None,
+        help="channels whose history is kept (1000; the demo: 100, to show eviction)",
+    )
+    parser.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="file the metric events are appended to (botperf-metrics.jsonl; the demo: "
+        "metrics.jsonl in a new temporary directory)",
+    )
+    parser.add_argument(
         "--timeout", type=_positive(float), default=120.0, help="seconds per LLM reply (120)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -86,28 +103,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, report, run_demo
 
-    config = DemoConfig(channels=args.channels, rounds=args.rounds)
+    config = DemoConfig(
+        channels=args.channels, rounds=args.rounds, max_channels=args.max_channels or 100
+    )
+    metrics = args.metrics or Path(tempfile.mkdtemp(prefix="botperf-demo-")) / "metrics.jsonl"
     print(
         f"Demo: {config.messages} messages from simulated users in {config.channels} channels, "
         f"against a fake Ollama on 127.0.0.1.",
         file=sys.stderr,
     )
-    outcome = anyio.run(run_demo, config, PlainCore, backend=args.backend)
+    outcome = anyio.run(run_demo, config, metrics, backend=args.backend)
     print(report(outcome))
+    print(f"\nThe metric events are in {metrics}; summarize them with:\n")
+    print(f"    botperf report {metrics}")
     return 0
+
+
+def _core(args: argparse.Namespace) -> BotCore:
+    return BotCore(
+        OllamaChat(timeout=args.timeout),
+        metrics_path=args.metrics or "botperf-metrics.jsonl",
+        max_channels=args.max_channels or 1000,
+    )
 
 
 def _console(args: argparse.Namespace) -> int:
-    llm = OllamaChat(timeout=args.timeout)
-    print(f"Chatting with {llm.model} at {llm.host}.")
-    anyio.run(_run_console, PlainCore(llm), backend=args.backend)
-    return 0
-
-
-async def _run_console(core: PlainCore) -> None:
     from .console import run_console
 
-    await run_console(core, author=getpass.getuser())
+    core = _core(args)
+    print(f"Chatting with {core.llm.model} at {core.llm.host}.")
+    anyio.run(functools.partial(run_console, core, author=getpass.getuser()), backend=args.backend)
+    print(f"Metric events are in {args.metrics or 'botperf-metrics.jsonl'}.")
+    return 0
 
 
 def _discord(args: argparse.Namespace) -> int:
@@ -120,9 +147,9 @@ def _discord(args: argparse.Namespace) -> int:
     from .bot import ChatBot, run_bot
 
     guild = os.environ.get("DISCORD_GUILD_ID")
-    llm = OllamaChat(timeout=args.timeout)
-    logging.getLogger(__name__).info("answering with %s at %s", llm.model, llm.host)
-    bot = ChatBot(PlainCore(llm), guild_id=int(guild) if guild else None)
+    core = _core(args)
+    logging.getLogger(__name__).info("answering with %s at %s", core.llm.model, core.llm.host)
+    bot = ChatBot(core, guild_id=int(guild) if guild else None)
     try:
         asyncio.run(run_bot(bot, token))
     except discord.LoginFailure:

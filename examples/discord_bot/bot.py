@@ -7,8 +7,8 @@ backing off on HTTP 429), continuing in new messages beyond 2,000 characters wit
 code blocks. It ignores other bots and never pings anyone (``AllowedMentions.none()``).
 
 discord.py runs on asyncio only, so this module does too; the core it drives uses anyio and
-does not care. :func:`run_bot` stops cleanly on SIGINT and SIGTERM and awaits
-``core.aclose()`` (which flushes the metrics) before returning.
+does not care. :func:`run_bot` starts the core, stops cleanly on SIGINT and SIGTERM and
+awaits ``core.aclose()`` (which flushes the metrics) before returning.
 """
 
 from __future__ import annotations
@@ -224,10 +224,11 @@ class ChatBot(commands.Bot):
 
 
 async def run_bot(bot: ChatBot, token: str) -> None:
-    """Run ``bot`` until Discord disconnects it or the process gets SIGINT/SIGTERM.
+    """Start the bot's core, run ``bot`` until Discord disconnects it or SIGINT/SIGTERM.
 
     Either way the bot is closed, which awaits ``core.aclose()`` (metrics flushed) before
-    returning. asyncio only, as discord.py is, hence asyncio's own signal handlers here.
+    returning, in this task, the one that started the core. asyncio only, as discord.py is,
+    hence asyncio's own signal handlers here.
 
     Raises:
         discord.LoginFailure: if Discord rejects the token.
@@ -240,6 +241,7 @@ async def run_bot(bot: ChatBot, token: str) -> None:
     for signum in signals:
         loop.add_signal_handler(signum, task.cancel)
     try:
+        await bot.core.start()
         async with bot:  # its exit closes the bot, then the core
             await bot.start(token)
     except asyncio.CancelledError:

@@ -23,10 +23,11 @@ async def run_console(
     stdin: TextIO = sys.stdin,
     stdout: TextIO = sys.stdout,
 ) -> None:
-    """Read lines from ``stdin`` and stream the core's replies to ``stdout``; close the core.
+    """Start the core, stream its replies to the lines read from ``stdin``; close the core.
 
     Lines are read in a worker thread so the event loop stays free while the user types.
     """
+    await core.start()
     stdout.write(HELP + "\n")
     try:
         while True:

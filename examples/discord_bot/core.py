@@ -1,29 +1,40 @@
-"""PHASE-1 STAND-IN CORE, to be replaced by the botperf-based core.
+"""The bot's core: per-channel history, one LLM call per burst of identical questions, metrics.
 
-This core sends each channel's conversation to Ollama through :mod:`.llm` and nothing more: no
-botperf primitives yet. It exists so that the console mode, the demo and the Discord adapter run
-end to end while the primitives are being written; the real core keeps the same
-:class:`~examples.discord_bot.protocol.ChatCore` interface and adds, in place of what is here:
+Every botperf primitive has one job here:
 
-- a ``botperf.HistoryStore`` (bounded channels, LRU eviction, token budget) instead of the
-  unbounded ``dict`` of deques below;
-- a ``botperf.Deduplicator`` in front of the LLM call, so a burst of identical questions costs
-  one call instead of one each;
-- ``botperf.timed`` and a ``botperf.BatchMetricsWriter`` recording ``message_in``, ``llm_call``
-  and ``reply_out`` events, flushed by :meth:`PlainCore.aclose`.
+- a ``HistoryStore`` keeps each channel's last messages (LRU across channels, a token budget
+  for the prompt) and turns them into Ollama's ``messages`` list;
+- a ``Deduplicator`` runs the Ollama call once for all the messages that would send the same
+  prompt at the same time (same model, same question up to case and spacing, same
+  conversation so far), and hands the one reply to every one of them;
+- ``timed`` times each call to Ollama into a ``LatencyRecorder`` and the metrics file;
+- a ``BatchMetricsWriter`` records a ``message_in``, an ``llm_call`` and a ``reply_out``
+  event per message (see :class:`BotCore` for their fields) and writes them to a JSON-lines
+  file in batches, off the event loop; ``botperf report <file>`` reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections import Counter, deque
-from collections.abc import AsyncGenerator
-from typing import final
+import os
+import secrets
+from collections import Counter
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, final
+
+import anyio
+from typing_extensions import Self
+
+from botperf import BatchMetricsWriter, Deduplicator, HistoryStore, LatencyRecorder, timed
 
 from .llm import ChatResult, LLMError, LLMErrorKind, OllamaChat
 from .protocol import Reply
+from .split import split_message
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "PlainCore"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "BotCore", "normalize"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,78 +44,302 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+def normalize(text: str) -> str:
+    """The form of a text that deduplication compares: stripped, casefolded, one space per run."""
+    return " ".join(text.split()).casefold()
+
+
+def _context_digest(messages: Sequence[dict[str, str]]) -> str:
+    """A digest of a conversation (roles and normalized contents), for the deduplication key.
+
+    The whole conversation counts, not only its last messages: the model's reply depends on
+    all of it, so two channels may share a reply only if they sent the same prompt.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for message in messages:
+        digest.update(f"{message['role']}\0{normalize(message['content'])}\1".encode())
+    return digest.hexdigest()
+
+
+def _ms(nanoseconds: int | None) -> float | None:
+    return None if nanoseconds is None else nanoseconds / 1e6
+
+
 @final
-class PlainCore:
-    """Per-channel history sent to Ollama, errors answered, logged and counted (phase 1).
+class _Caller:
+    """One message's ticket into the Deduplicator: marked if its call ran the execution.
+
+    Only the first caller's arguments reach the execution, so the mark tells each caller,
+    once the shared outcome arrives, whether its answer cost an LLM call or was shared.
+    """
+
+    __slots__ = ("executed",)
+
+    def __init__(self) -> None:
+        self.executed = False
+
+
+@final
+class BotCore:
+    """A chat bot's core on Ollama and botperf: the :class:`~.protocol.ChatCore` of every mode.
+
+    Start it once (``await core.start()`` or ``async with core``) and close it once
+    (``await core.aclose()``), both from the same task: starting enters the metrics writer,
+    whose flusher runs in an anyio task group; closing closes the Ollama client, then writes
+    every event still waiting and closes the metrics file.
+
+    **History.** A message and its reply are stored together, once the reply has arrived: a
+    failed turn leaves no trace, so the next message is not read in the context of a
+    question that was never answered (the user can simply ask again). Messages still on
+    their way when a channel is reset are stored after the reset. The prompt is the system
+    prompt and as much of the channel's history as fits ``max_tokens``, then the new
+    question, which comes on top of that budget.
+
+    **Deduplication.** The key is the model, the normalized question (:func:`normalize`)
+    and a digest of the whole prompt before it. Messages with equal keys that arrive while
+    the call runs wait for it and get its reply; each channel stores its own user's words
+    with that reply. Results are not cached beyond the call (no ``ttl``).
+
+    **Events** (``error`` is a bool, so ``botperf report`` counts failures; ``error_kind``
+    an :class:`~.llm.LLMErrorKind` value, ``"cancelled"``, or ``None``):
+
+    - ``message_in``: ``channel``, ``author`` (a keyed hash: it tells users apart within
+      one run and cannot be turned back into a name), ``chars``.
+    - ``llm_call``, one per message: ``channel``, ``latency_ms`` (the call's duration, or
+      for a shared call this message's wait for it), ``deduplicated`` (whether it shared
+      another message's call), ``error``,
+      ``error_kind``, and what Ollama reported for the call: ``ttft_ms``,
+      ``prompt_eval_count``, ``eval_count``, ``total_duration_ms``, ``load_duration_ms``,
+      ``eval_duration_ms``, ``tokens_per_s``. Those are ``None`` on deduplicated events, so
+      summing them over the file gives what Ollama really spent. An execution whose first
+      caller was cancelled still records its own event (the call was made).
+    - ``ollama.chat``, from ``timed``: ``duration_ms``, ``error``, one per call made.
+    - ``reply_out``: ``channel``, ``chars``, ``parts`` (Discord messages it takes),
+      ``latency_ms`` (from the message to its reply), ``error``, ``error_kind``.
 
     Args:
-        llm: the Ollama client; the core owns it and closes it in :meth:`aclose`.
-        system_prompt: sent first in every conversation.
-        max_messages: messages kept per channel (user and assistant turns); >= 2.
+        llm: The Ollama client; the core owns it and closes it in :meth:`aclose`.
+        metrics_path: The JSON-lines file events are appended to.
+        system_prompt: Sent first in every conversation.
+        max_channels: Channels whose history is kept; the least recently used is dropped.
+        max_messages: Messages kept per channel (questions and replies); at least 2.
+        max_tokens: Token budget of the system prompt plus history sent with a question
+            (estimated at 4 characters per token); the oldest messages are left out first.
+        metrics_batch: Events written per disk write, at most.
+        metrics_delay: Seconds an event waits at most before it is written.
+        metrics_rotate_bytes: Rotate the metrics file before it would grow past this many
+            bytes (five old files are kept); ``None`` never rotates.
 
-    Memory grows with the number of channels: nothing is ever evicted (the HistoryStore of
-    the botperf-based core bounds it).
+    Raises:
+        ValueError: If ``max_messages`` is below 2, or another option is out of its range
+            (``botperf.HistoryValueError`` is a ``ValueError``).
     """
 
     def __init__(
-        self, llm: OllamaChat, *, system_prompt: str = DEFAULT_SYSTEM_PROMPT, max_messages: int = 20
+        self,
+        llm: OllamaChat,
+        *,
+        metrics_path: str | os.PathLike[str],
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        max_channels: int = 1000,
+        max_messages: int = 20,
+        max_tokens: int = 2000,
+        metrics_batch: int = 50,
+        metrics_delay: float = 5.0,
+        metrics_rotate_bytes: int | None = 64 * 2**20,
     ) -> None:
         if max_messages < 2:
             raise ValueError(f"max_messages must be >= 2 (one exchange), got {max_messages}")
         self.llm = llm
-        self.system_prompt = system_prompt
-        self.max_messages = max_messages
+        self.history: HistoryStore[int] = HistoryStore(
+            max_channels=max_channels,
+            max_messages=max_messages,
+            max_tokens=max_tokens,
+            system_prompt=system_prompt,
+        )
+        """Each channel's conversation."""
+        self.dedup = Deduplicator()
+        """Runs one Ollama call per burst of identical prompts."""
+        self.metrics = BatchMetricsWriter(
+            metrics_path,
+            max_batch=metrics_batch,
+            max_delay=metrics_delay,
+            rotate_bytes=metrics_rotate_bytes,
+        )
+        """The metric events, batched to ``metrics_path``."""
+        self.latency = LatencyRecorder()
+        """Durations of ``ollama.chat`` (each call made), ``llm.wait`` (each message's wait
+        for its answer, shared or not) and ``reply`` (each message, from arrival to reply)."""
         self.errors: Counter[LLMErrorKind] = Counter()
-        """Failed LLM calls by kind."""
-        self._history: dict[int, deque[dict[str, str]]] = {}
+        """Messages answered with a failure, by kind."""
+        self._author_key = secrets.token_bytes(16)
+        self._stack: AsyncExitStack | None = None
+        self._closed = False
 
-    def history(self, channel_id: int) -> list[dict[str, str]]:
-        """The channel's remembered messages, oldest first (without the system prompt)."""
-        return list(self._history.get(channel_id, ()))
+    async def start(self) -> None:
+        """Start writing metrics in the background. Await once, in the task that closes.
+
+        Raises:
+            RuntimeError: If the core was already started or closed.
+        """
+        if self._stack is not None or self._closed:
+            raise RuntimeError("a BotCore is started once, before it is closed")
+        stack = AsyncExitStack()
+        await stack.enter_async_context(self.metrics)
+        self._stack = stack
+
+    async def aclose(self) -> None:
+        """Close the Ollama client, then write the waiting events and close the metrics file.
+
+        Idempotent. A core closed without having been started still writes its events.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.llm.aclose()
+        finally:
+            if self._stack is not None:
+                await self._stack.aclose()
+            else:
+                async with self.metrics:  # entering and leaving writes what waits
+                    pass
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def handle(self, channel_id: int, author: str, text: str) -> Reply:
-        """Answer one message; an LLM failure becomes a :class:`Reply` explaining it."""
-        try:
-            result = await self.llm.chat(self._prompt(channel_id, text))
-        except LLMError as error:
-            return self._failed(channel_id, error)
-        self._remember(channel_id, text, result)
-        return Reply(result.text)
+        """Answer ``text`` said by ``author`` in ``channel_id``, remembering the exchange.
+
+        An LLM failure becomes a :class:`~.protocol.Reply` with a short explanation; it is
+        logged (once per call made, however many messages shared it) and counted in
+        :attr:`errors` (once per message), and the channel's history is left as it was.
+        """
+        self.record(
+            "message_in", channel=channel_id, author=self._pseudonym(author), chars=len(text)
+        )
+        timer = timed("reply", recorder=self.latency)
+        with timer:
+            reply = await self._answer(channel_id, author, text)
+        self.record(
+            "reply_out",
+            channel=channel_id,
+            chars=len(reply.text),
+            parts=len(split_message(reply.text)),
+            latency_ms=(timer.elapsed or 0.0) * 1e3,
+            error=not reply.ok,
+            error_kind=None if reply.error is None else reply.error.value,
+        )
+        return reply
 
     async def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
-        """Answer one message in pieces; a failure ends the stream with its explanation."""
-        async with self.llm.stream(self._prompt(channel_id, text)) as chat:
-            try:
-                async for piece in chat:
-                    yield piece
-            except LLMError as error:
-                reply = self._failed(channel_id, error)
-                yield ("\n\n" if chat.text else "") + reply.text
-                return
-        self._remember(channel_id, text, chat.result)
+        """Like :meth:`handle`, yielding the reply in one piece once it is complete.
+
+        Until shared streams exist (botperf issue 9), a deduplicated call cannot hand
+        its tokens to several waiters as they arrive, so the reply comes whole. Ollama is
+        still streamed inside the shared execution, which measures the time to first token.
+        """
+        reply = await self.handle(channel_id, author, text)
+        yield reply.text
 
     async def reset(self, channel_id: int) -> None:
         """Forget the channel's history."""
-        self._history.pop(channel_id, None)
+        self.history.clear(channel_id)
 
-    async def aclose(self) -> None:
-        """Close the Ollama client."""
-        await self.llm.aclose()
+    async def _answer(self, channel_id: int, author: str, text: str) -> Reply:
+        context = self.history.as_messages(channel_id)
+        key = (self.llm.model, normalize(text), _context_digest(context))
+        caller = _Caller()
+        timer = timed("llm.wait", recorder=self.latency)
+        try:
+            with timer:
+                result = await self.dedup.run(
+                    key,
+                    self._ask,
+                    caller,
+                    channel_id,
+                    [*context, {"role": "user", "content": text}],
+                )
+        except LLMError as error:
+            if not caller.executed:
+                self._record_llm_call(channel_id, timer.elapsed, deduplicated=True, error=error)
+            self.errors[error.kind] += 1
+            return Reply(error.user_message, error=error.kind)
+        if not caller.executed:
+            self._record_llm_call(channel_id, timer.elapsed, deduplicated=True)
+        self.history.append(channel_id, "user", text, author=author)
+        self.history.append(channel_id, "assistant", result.text)
+        return Reply(result.text)
 
-    def _prompt(self, channel_id: int, text: str) -> list[dict[str, str]]:
-        return [
-            {"role": "system", "content": self.system_prompt},
-            *self._history.get(channel_id, ()),
-            {"role": "user", "content": text},
-        ]
+    async def _ask(
+        self, caller: _Caller, channel_id: int, messages: list[dict[str, str]]
+    ) -> ChatResult:
+        """The shared execution: one call to Ollama (streamed), timed and recorded."""
+        caller.executed = True
+        # metrics=self rather than the writer: see record(), for a call outliving aclose().
+        timer = timed("ollama.chat", recorder=self.latency, metrics=self)
+        try:
+            with timer:
+                result = await self.llm.chat(messages)
+        except LLMError as error:
+            logger.warning("channel %s: LLM call failed: %s", channel_id, error)
+            self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, error=error)
+            raise
+        except anyio.get_cancelled_exc_class():
+            # Every waiter left (or the bot is shutting down): the call was made all the same.
+            self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, cancelled=True)
+            raise
+        self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, result=result)
+        return result
 
-    def _remember(self, channel_id: int, text: str, result: ChatResult) -> None:
-        # Stored only once answered, so a failed turn leaves no question without its reply.
-        history = self._history.setdefault(channel_id, deque(maxlen=self.max_messages))
-        history.append({"role": "user", "content": text})
-        history.append({"role": "assistant", "content": result.text})
+    def _record_llm_call(
+        self,
+        channel_id: int,
+        seconds: float | None,
+        *,
+        deduplicated: bool,
+        result: ChatResult | None = None,
+        error: LLMError | None = None,
+        cancelled: bool = False,
+    ) -> None:
+        error_kind = "cancelled" if cancelled else None if error is None else error.kind.value
+        self.record(
+            "llm_call",
+            channel=channel_id,
+            latency_ms=(seconds or 0.0) * 1e3,
+            deduplicated=deduplicated,
+            error=error_kind is not None,
+            error_kind=error_kind,
+            ttft_ms=None
+            if result is None or result.time_to_first_token is None
+            else result.time_to_first_token * 1e3,
+            prompt_eval_count=None if result is None else result.prompt_eval_count,
+            eval_count=None if result is None else result.eval_count,
+            total_duration_ms=None if result is None else _ms(result.total_duration),
+            load_duration_ms=None if result is None else _ms(result.load_duration),
+            eval_duration_ms=None if result is None else _ms(result.eval_duration),
+            tokens_per_s=None if result is None else result.tokens_per_second,
+        )
 
-    def _failed(self, channel_id: int, error: LLMError) -> Reply:
-        self.errors[error.kind] += 1
-        logger.warning("channel %s: LLM call failed: %s", channel_id, error)
-        return Reply(error.user_message, error=error.kind)
+    def record(self, event: str, /, **fields: Any) -> None:
+        """Record a metric event in :attr:`metrics`; O(1), no I/O.
+
+        Once the core is closed, the event is dropped with a debug log line instead: a reply
+        still on its way at shutdown must not fail for want of a metrics file.
+        """
+        if self._closed:
+            logger.debug("%s event after the core closed, not recorded: %s", event, fields)
+            return
+        self.metrics.record(event, **fields)
+
+    def _pseudonym(self, author: str) -> str:
+        return hashlib.blake2b(author.encode(), key=self._author_key, digest_size=6).hexdigest()

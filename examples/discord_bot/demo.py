@@ -1,35 +1,36 @@
 """Demo mode: a burst of simulated users against a fake Ollama, measured live.
 
 Needs neither Discord nor Ollama. :func:`run_demo` starts
-:class:`~.fake_ollama.FakeOllama` on 127.0.0.1, builds a core on an
+:class:`~.fake_ollama.FakeOllama` on 127.0.0.1, builds a :class:`~.core.BotCore` on an
 :class:`~.llm.OllamaChat` pointed at it, and plays :func:`plan`: in each round every channel
 gets one message at (almost) the same moment. Channels follow a few conversation *tracks*:
 all channels of a track ask the same questions in the same order, so their histories stay
-identical and many users ask the same thing at once, which is what a deduplicating core
-collapses. Rounds run one after another, because each round's history feeds the next.
+identical and many users ask the same thing at once, which the core's Deduplicator collapses
+into one LLM call. There are more channels than the core's ``max_channels``, so the
+HistoryStore evicts some; an evicted channel starts its conversation afresh and no longer
+shares calls with its track (it shares them with the other evicted channels of its track).
+Rounds run one after another, because each round's history feeds the next.
 
-The table printed at the end is measured on that run. It is assembled from *sections*: each
-a function of the :class:`DemoOutcome` returning :class:`Row` objects. :data:`SECTIONS`
-holds the ones every core supports (traffic, latency); a core with more to say (deduplication,
-channels held and evicted, metric events and disk writes) adds its own by passing
-``sections=(*SECTIONS, ...)`` to :func:`report`; its rows read ``outcome.core``.
+The table printed at the end is measured on that run, each *section* of it a function of the
+:class:`DemoOutcome` returning :class:`Row` objects (:data:`SECTIONS`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TextIO, TypeVar, final
+from typing import NamedTuple, TextIO, final
 
 import anyio
 
+from .core import BotCore
 from .fake_ollama import FakeOllama
 from .llm import OllamaChat
-from .protocol import ChatCore
 
 __all__ = [
     "QUESTIONS",
@@ -39,15 +40,15 @@ __all__ = [
     "ProgressBar",
     "Row",
     "format_table",
+    "history_rows",
     "latency_rows",
+    "metrics_rows",
     "percentile",
     "plan",
     "report",
     "run_demo",
     "traffic_rows",
 ]
-
-CoreT = TypeVar("CoreT", bound=ChatCore, covariant=True)
 
 QUESTIONS = (
     "How do I reverse a list in Python?",
@@ -85,6 +86,8 @@ class DemoConfig:
         channels: channels with users talking at once.
         rounds: messages per channel, one round after another.
         tracks: distinct conversations; channel ``c`` follows track ``c % tracks``.
+        max_channels: channels whose history the core keeps (its HistoryStore's
+            ``max_channels``); fewer than ``channels`` shows eviction.
         arrival_spread: seconds over which one round's messages arrive.
         time_to_first_token: the fake server's delay before the first token, seconds.
         token_delay: the fake server's delay between tokens, seconds.
@@ -95,6 +98,7 @@ class DemoConfig:
     channels: int = 120
     rounds: int = 4
     tracks: int = 6
+    max_channels: int = 100
     arrival_spread: float = 0.05
     time_to_first_token: float = 0.25
     token_delay: float = 0.015
@@ -102,7 +106,7 @@ class DemoConfig:
     seed: int = 7
 
     def __post_init__(self) -> None:
-        for name in ("channels", "rounds", "tracks", "reply_tokens"):
+        for name in ("channels", "rounds", "tracks", "max_channels", "reply_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("arrival_spread", "time_to_first_token", "token_delay"):
@@ -193,11 +197,11 @@ class ProgressBar:
 
 
 @dataclass(frozen=True)
-class DemoOutcome(Generic[CoreT]):
-    """What one run measured. ``core`` is the core it ran, for sections that read its stats."""
+class DemoOutcome:
+    """What one run measured. ``core`` is the (closed) core it ran, for its stats."""
 
     config: DemoConfig
-    core: CoreT
+    core: BotCore
     messages: int
     failed: int
     """Replies that explain a failure instead of answering."""
@@ -209,11 +213,13 @@ class DemoOutcome(Generic[CoreT]):
     """Seconds the whole burst took."""
 
 
-def traffic_rows(outcome: DemoOutcome[ChatCore]) -> list[Row]:
-    """Messages, replies and the LLM calls they cost."""
+def traffic_rows(outcome: DemoOutcome) -> list[Row]:
+    """Messages, replies, and the LLM calls they cost, counted by the server and by the core."""
+    executions = outcome.core.dedup.stats.executions
     saved = outcome.messages - outcome.llm_calls
     share = saved / outcome.messages if outcome.messages else 0.0
     config = outcome.config
+    agree = "they agree" if executions == outcome.llm_calls else "THEY DISAGREE"
     return [
         Row(
             "messages sent",
@@ -221,12 +227,16 @@ def traffic_rows(outcome: DemoOutcome[ChatCore]) -> list[Row]:
             f"{config.channels} channels x {config.rounds} rounds, {config.tracks} conversations",
         ),
         Row("replies ok / failed", f"{outcome.messages - outcome.failed} / {outcome.failed}"),
-        Row("LLM calls made", f"{outcome.llm_calls}", "counted by the Ollama server"),
-        Row("LLM calls saved", f"{saved} ({share:.0%})", "messages answered without a call"),
+        Row(
+            "LLM calls made",
+            f"{outcome.llm_calls} / {executions}",
+            f"Ollama server's count / Deduplicator executions: {agree}",
+        ),
+        Row("LLM calls saved", f"{saved} ({share:.0%})", "messages that shared another's call"),
     ]
 
 
-def latency_rows(outcome: DemoOutcome[ChatCore]) -> list[Row]:
+def latency_rows(outcome: DemoOutcome) -> list[Row]:
     """Reply latency percentiles and throughput."""
     values = outcome.latencies
     rate = outcome.messages / outcome.wall if outcome.wall else 0.0
@@ -242,11 +252,39 @@ def latency_rows(outcome: DemoOutcome[ChatCore]) -> list[Row]:
     ]
 
 
-SECTIONS: tuple[Callable[[DemoOutcome[ChatCore]], Iterable[Row]], ...] = (
+def history_rows(outcome: DemoOutcome) -> list[Row]:
+    """Channels the HistoryStore holds and has evicted."""
+    stats = outcome.core.history.stats
+    return [
+        Row(
+            "channels held / evicted",
+            f"{stats.channels} / {stats.evictions}",
+            f"HistoryStore, max_channels={outcome.config.max_channels}",
+        )
+    ]
+
+
+def metrics_rows(outcome: DemoOutcome) -> list[Row]:
+    """Metric events recorded, written, and the disk writes they took."""
+    stats = outcome.core.metrics.stats
+    per_write = stats.written / stats.batches if stats.batches else 0.0
+    return [
+        Row(
+            "metric events recorded / written",
+            f"{stats.recorded} / {stats.written}",
+            f"BatchMetricsWriter, {stats.dropped} dropped",
+        ),
+        Row("disk writes", f"{stats.batches}", f"{per_write:.0f} events per write"),
+    ]
+
+
+SECTIONS: tuple[Callable[[DemoOutcome], Iterable[Row]], ...] = (
     traffic_rows,
     latency_rows,
+    history_rows,
+    metrics_rows,
 )
-"""The rows every core supports."""
+"""The table's sections, in order."""
 
 
 def format_table(rows: Iterable[Row]) -> str:
@@ -261,34 +299,37 @@ def format_table(rows: Iterable[Row]) -> str:
     return "\n".join(lines)
 
 
-def report(
-    outcome: DemoOutcome[CoreT],
-    sections: Sequence[Callable[[DemoOutcome[CoreT]], Iterable[Row]]] = SECTIONS,
-) -> str:
+def report(outcome: DemoOutcome) -> str:
     """The results table: the rows of every section, in order."""
-    return format_table(row for section in sections for row in section(outcome))
+    return format_table(row for section in SECTIONS for row in section(outcome))
 
 
 async def run_demo(
     config: DemoConfig,
-    make_core: Callable[[OllamaChat], CoreT],
+    metrics_path: str | os.PathLike[str],
     *,
     progress: TextIO | None = sys.stderr,
-) -> DemoOutcome[CoreT]:
+) -> DemoOutcome:
     """Run the burst against a fresh fake Ollama and measure it.
 
     Args:
         config: the burst.
-        make_core: builds the core from the client pointed at the fake server; the demo
-            closes the core (``aclose``) before returning.
+        metrics_path: the file the core appends its metric events to.
         progress: where the progress bar goes, ``None`` for none.
+
+    Returns:
+        The measurements, with the core, closed (its metrics written), for its stats.
     """
     with FakeOllama(
         time_to_first_token=config.time_to_first_token,
         token_delay=config.token_delay,
         reply_tokens=config.reply_tokens,
     ) as server:
-        core = make_core(OllamaChat(host=server.url, model="llama3.2", timeout=30.0))
+        core = BotCore(
+            OllamaChat(host=server.url, model="llama3.2", timeout=30.0),
+            metrics_path=metrics_path,
+            max_channels=config.max_channels,
+        )
         latencies: list[float] = []
         failed = 0
         bar = ProgressBar(config.messages, stream=progress) if progress else None
@@ -304,6 +345,7 @@ async def run_demo(
             if bar is not None:
                 bar.advance()
 
+        await core.start()
         started = time.perf_counter()
         try:
             for messages in plan(config):

@@ -5,8 +5,9 @@ with ``"stream": false``, NDJSON chunks otherwise, streaming being Ollama's defa
 ``GET /api/tags`` and ``GET /api/version``. Replies are canned and deterministic (see
 :func:`canned_reply`), delivered with a configurable time to first token and per-token delay,
 and carry the statistics Ollama reports (durations in nanoseconds). The server counts every
-request per path and model, so a test can check how many LLM calls really reached it, and it
-can be told to misbehave (:class:`Fault`) the ways a real Ollama does.
+request per path and model and keeps the conversation each chat request sent, so a test can
+check how many LLM calls really reached it and what they asked, and it can be told to
+misbehave (:class:`Fault`) the ways a real Ollama does.
 
 Only the standard library is used: a ``ThreadingHTTPServer`` runs in a background thread, one
 thread per connection, so it works the same whatever event loop the client runs on.
@@ -126,8 +127,11 @@ class FakeOllama:
         self.fault: Fault | None = None
         self._requested_port = port
         self._counts: Counter[tuple[str, str | None]] = Counter()
+        self._conversations: list[list[dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._answering = threading.Event()
+        self._answering.set()
         self._connections: set[socket.socket] = set()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -158,10 +162,31 @@ class FakeOllama:
                 if (path is None or p == path) and (wanted is None or m == wanted)
             )
 
+    def pause(self) -> None:
+        """Hold every ``/api/chat`` request from now on, after counting it, until :meth:`resume`.
+
+        Lets a test make sure that concurrent callers have all arrived before any answer.
+        """
+        self._answering.clear()
+
+    def resume(self) -> None:
+        """Answer the held requests, and new ones at once again."""
+        self._answering.set()
+
+    def conversations(self) -> list[list[dict[str, Any]]]:
+        """Return the ``messages`` of every ``/api/chat`` request received, in arrival order.
+
+        Kept for as long as the server object lives (one list per request): meant for tests
+        and demos, not for serving a long run.
+        """
+        with self._lock:
+            return [list(messages) for messages in self._conversations]
+
     def reset_counts(self) -> None:
-        """Forget every request counted so far."""
+        """Forget every request counted, and every conversation kept, so far."""
         with self._lock:
             self._counts.clear()
+            self._conversations.clear()
 
     def start(self) -> FakeOllama:
         """Start serving in a background thread; return ``self``."""
@@ -184,6 +209,7 @@ class FakeOllama:
         if httpd is None or thread is None:
             return
         self._stopping.set()
+        self._answering.set()  # a paused request ends as if resumed, then sees the stop
         httpd.shutdown()
         thread.join()
         with self._lock:
@@ -209,6 +235,10 @@ class FakeOllama:
     def _count(self, path: str, model: str | None) -> None:
         with self._lock:
             self._counts[path, None if model is None else _normalize_model(model)] += 1
+
+    def _keep(self, messages: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._conversations.append(messages)
 
     def _track(self, connection: socket.socket, *, open_: bool) -> None:
         with self._lock:
@@ -290,6 +320,8 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         model = body.get("model")
         messages = body.get("messages") or []
+        owner._keep(messages)
+        owner._answering.wait()
         if not isinstance(model, str) or not model:
             self._send_json(HTTPStatus.BAD_REQUEST, {"error": "model is required"})
             return

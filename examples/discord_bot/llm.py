@@ -20,7 +20,9 @@ Connection closed mid-stream    ``httpx.RemoteProtocolError`` (a ``TransportErro
 On trio, one wrinkle: when the ollama client's streaming generator raises on an
 ``{"error": ...}`` line (or is closed before the end), it leaves httpx's
 ``Response.aiter_lines()`` generator to the garbage collector, which trio reports with a
-``ResourceWarning`` (ignored by default; asyncio finalizes such generators silently). Nothing
+``ResourceWarning`` (ignored by default; asyncio finalizes such generators silently). When the
+chat runs in a task that ends right after (the bot core's Deduplicator hosts each call in a
+task of its own), the generators beneath it, in httpx and httpcore, are reported too. Nothing
 leaks: the HTTP response itself is closed by the client's ``async with``. On success this module
 reads the body to its end, so nothing is left to finalize.
 """

@@ -32,7 +32,15 @@ class Reply:
 
 
 class ChatCore(Protocol):
-    """A chat bot's brain, free of Discord. Never raises for an LLM failure: it answers."""
+    """A chat bot's brain, free of Discord. Never raises for an LLM failure: it answers.
+
+    A front end awaits :meth:`start` once before the first message and :meth:`aclose` once
+    at exit, both from the same task (the core may run background work in a task group).
+    """
+
+    async def start(self) -> None:
+        """Start background work (the metrics writer's flusher)."""
+        ...
 
     async def handle(self, channel_id: int, author: str, text: str) -> Reply:
         """Answer ``text`` said by ``author`` in ``channel_id``, remembering the exchange."""
