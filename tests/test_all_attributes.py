@@ -8,6 +8,7 @@ DOCUMENTED_PUBLIC_API = {
     "BatchMetricsWriter",
     "BotperfError",
     "IncompatibleRecordersError",
+    "InvalidOptionError",
     "InvalidDurationError",
     "LatencyRecorder",
     "LatencyStats",

@@ -20,6 +20,7 @@ from ._exceptions import HistoryTypeError as HistoryTypeError
 from ._exceptions import HistoryValueError as HistoryValueError
 from ._exceptions import IncompatibleRecordersError as IncompatibleRecordersError
 from ._exceptions import InvalidDurationError as InvalidDurationError
+from ._exceptions import InvalidOptionError as InvalidOptionError
 from ._exceptions import MetricsBufferFullError as MetricsBufferFullError
 from ._exceptions import MetricsFieldError as MetricsFieldError
 from ._exceptions import MetricsFileError as MetricsFileError
@@ -62,6 +63,7 @@ __all__ = [
     "HistoryValueError",
     "IncompatibleRecordersError",
     "InvalidDurationError",
+    "InvalidOptionError",
     "JsonLinesFileSink",
     "LatencyRecorder",
     "LatencyStats",

@@ -8,6 +8,7 @@ already catches ``TypeError`` or ``ValueError`` keeps working.
 
 from __future__ import annotations
 
+import math
 import reprlib
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "HistoryValueError",
     "IncompatibleRecordersError",
     "InvalidDurationError",
+    "InvalidOptionError",
     "MetricsBufferFullError",
     "MetricsFieldError",
     "MetricsFileError",
@@ -33,6 +35,59 @@ __all__ = [
 
 class BotperfError(Exception):
     """Raised for every error botperf reports on purpose; the base of all its exceptions."""
+
+
+class InvalidOptionError(BotperfError, ValueError, TypeError):
+    """Raised when a constructor option is of the wrong type or outside its allowed range.
+
+    Every botperf class validates its keyword options when it is built, so a bad option
+    fails at once rather than later in a background task. The error is both a
+    ``ValueError`` and a ``TypeError``, so either ``except`` clause catches it.
+
+    Attributes:
+        owner: The class or function the option was given to, e.g. ``"Deduplicator"``.
+        option: The option's name.
+        value: The rejected value.
+    """
+
+    def __init__(self, owner: str, option: str, value: object, allowed: str) -> None:
+        super().__init__(f"{owner}({option}={value!r}): {option} must be {allowed}")
+        self.owner = owner
+        self.option = option
+        self.value = value
+
+
+def check_int_option(owner: str, option: str, value: object, *, minimum: int) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) of at least ``minimum``.
+
+    Raises:
+        InvalidOptionError: Otherwise, naming the owner, the option and the allowed range.
+    """
+    if type(value) is not int or value < minimum:
+        raise InvalidOptionError(owner, option, value, f"an int of at least {minimum}")
+    return value
+
+
+def check_seconds_option(
+    owner: str, option: str, value: object, *, allow_zero: bool = False
+) -> float:
+    """Return ``value`` as a float if it is a finite, positive number of seconds.
+
+    ``allow_zero`` also accepts 0. Booleans are refused.
+
+    Raises:
+        InvalidOptionError: Otherwise, naming the owner, the option and the allowed range.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        allowed = "a finite number of seconds, " + ("0 or more" if allow_zero else "above 0")
+        raise InvalidOptionError(owner, option, value, allowed)
+    return float(value)
 
 
 class DedupKeyError(BotperfError, TypeError):
