@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import replace
@@ -211,9 +212,13 @@ def test_demo_runs_from_the_command_line(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "LLM calls made" in result.stdout
     assert re.search(r"^  channels held / evicted +4 / 2 ", result.stdout, re.M)
-    assert result.stdout.endswith(f"    botperf report {metrics}\n")
+    assert result.stdout.endswith(f" -m botperf report {metrics}\n")
     assert "6/6 messages" in result.stderr
     assert metrics.is_file()
+    # The command the demo prints runs as printed, from where the demo ran.
+    printed = shlex.split(result.stdout.splitlines()[-1])
+    summary = subprocess.run(printed, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "llm_call: 6 events" in summary.stdout
 
 
 @pytest.mark.parametrize("option", ["--channels=0", "--rounds=-1", "--timeout=abc"])

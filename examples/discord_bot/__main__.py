@@ -115,8 +115,21 @@ def _demo(args: argparse.Namespace) -> int:
     outcome = anyio.run(run_demo, config, metrics, backend=args.backend)
     print(report(outcome))
     print(f"\nThe metric events are in {metrics}; summarize them with:\n")
-    print(f"    botperf report {metrics}")
+    print(f"    {_this_python()} -m botperf report {metrics}")
     return 0
+
+
+def _this_python() -> str:
+    """The interpreter running the demo, as the user can type it (``.venv/bin/python``).
+
+    ``botperf`` itself is only on PATH inside an activated virtual environment; the
+    interpreter that runs this demo always has botperf installed.
+    """
+    executable = Path(sys.executable)
+    try:
+        return str(executable.relative_to(Path.cwd()))
+    except ValueError:
+        return str(executable)
 
 
 def _core(args: argparse.Namespace) -> BotCore:
