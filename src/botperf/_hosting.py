@@ -147,6 +147,14 @@ class Flight:
         """Wake every waiter: the outcome is set."""
         raise NotImplementedError
 
+    def wait_for_news(self) -> Awaitable[None]:
+        """For a shared stream's consumer: something that returns at the next :meth:`notify`."""
+        raise NotImplementedError
+
+    def notify(self) -> None:
+        """Wake every :meth:`wait_for_news` waiter (a new chunk, or the end); O(waiters)."""
+        raise NotImplementedError
+
 
 class _AsyncioFlight(Flight):
     __slots__ = ("futures", "loop", "task")
@@ -184,9 +192,19 @@ class _AsyncioFlight(Flight):
             if not future.done():  # not a cancelled waiter's
                 future.set_result(None)
 
+    wait_for_news = wait
+
+    def notify(self) -> None:
+        futures = self.futures
+        if futures:
+            self.futures = []
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
 
 class _TrioFlight(Flight):
-    __slots__ = ("event", "scope")
+    __slots__ = ("event", "lot", "scope")
 
     def __init__(self, key: object) -> None:
         import trio  # imported only once a trio loop runs: trio is optional
@@ -194,6 +212,8 @@ class _TrioFlight(Flight):
         super().__init__(key)
         self.event = trio.Event()
         self.scope: trio.CancelScope | None = None
+        # A shared stream's consumers park here between chunks; created on first use.
+        self.lot: trio.lowlevel.ParkingLot | None = None
 
     def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         import trio
@@ -233,6 +253,18 @@ class _TrioFlight(Flight):
 
     def wake(self) -> None:
         self.event.set()
+
+    def wait_for_news(self) -> Awaitable[None]:
+        lot = self.lot
+        if lot is None:
+            import trio
+
+            lot = self.lot = trio.lowlevel.ParkingLot()
+        return lot.park()
+
+    def notify(self) -> None:
+        if self.lot is not None:
+            self.lot.unpark_all()
 
 
 def new_flight(key: object) -> Flight:
