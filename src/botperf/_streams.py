@@ -90,7 +90,7 @@ class SharedStream(Generic[T_co]):
         elif self._chunks is None:
             state = "not started"
         else:
-            state = f"read {self._cursor} of {len(self._chunks)} chunks"
+            state = f"read {self._cursor} of {len(self._chunks)} buffered chunks"
         return f"<SharedStream key={reprlib.repr(self._key)} {state}>"
 
     def __aiter__(self) -> SharedStream[T_co]:
