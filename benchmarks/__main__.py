@@ -18,7 +18,7 @@ from . import _harness
 from ._harness import Report, print_report
 
 #: Benchmark modules in ``benchmarks/``, each exposing ``run(quick: bool) -> Report``.
-MODULES: list[str] = ["dedup", "history", "metrics", "profiling"]
+MODULES: list[str] = ["dedup", "history", "metrics", "profiling", "streams"]
 
 
 class Progress:

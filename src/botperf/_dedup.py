@@ -7,7 +7,7 @@ import inspect
 import logging
 import math
 import reprlib
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Coroutine, Hashable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast, final, overload
 
@@ -451,9 +451,10 @@ class _DeduplicatedStreamFunction(Protocol[P, R_co]):
 
 
 class _Decorator(Protocol):
+    # Async generator functions are commonly annotated as returning AsyncIterator.
     @overload
     def __call__(
-        self, fn: Callable[P, AsyncGenerator[T, Any]], /
+        self, fn: Callable[P, AsyncIterator[T]], /
     ) -> _DeduplicatedStreamFunction[P, T]: ...
     @overload
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> _DeduplicatedFunction[P, T]: ...
@@ -471,9 +472,11 @@ def deduplicate(
 
     Each decorated function gets its own `Deduplicator`, available as its
     ``deduplicator`` attribute. The function keeps its signature for type checkers.
-    Applied to an async generator function, it makes a function that returns a
-    `SharedStream` (as `Deduplicator.stream` does): concurrent calls with an equal key
-    share one iteration of the generator, and each caller gets every item.
+    Applied to an async generator function (as told by `inspect.isasyncgenfunction`),
+    it makes a function that returns a `SharedStream` (as `Deduplicator.stream` does):
+    concurrent calls with an equal key share one iteration of the generator, and each
+    caller gets every item. For other functions returning an async iterator, call
+    `Deduplicator.stream` instead.
 
     Args:
         key: Called with the call's arguments, returns the deduplication key. By
