@@ -634,6 +634,18 @@ async def test_forget_detaches_a_running_stream_and_drops_its_replay() -> None:
     assert settled(dedup)
 
 
+async def test_forgotten_stream_is_cancelled_when_its_last_consumer_leaves() -> None:
+    dedup = Deduplicator()
+    upstream = Upstream(chunks=3)
+    upstream.release(1)
+    async for _ in dedup.stream("key", upstream):
+        dedup.forget("key")
+        break
+    await upstream.closed.wait()
+    assert upstream.saw_cancellation
+    await eventually(lambda: settled(dedup))
+
+
 async def test_unhashable_key_raises_dedup_key_error_at_once() -> None:
     dedup = Deduplicator()
     with pytest.raises(DedupKeyError, match=r"Deduplicator.stream\(\).*unhashable type: 'list'"):

@@ -66,7 +66,8 @@ class Deduplicator:
     same exception. Cancelling a caller affects only that caller. Once no caller
     waits any more, the execution is cancelled (unless ``cancel_abandoned=False``)
     and forgotten: the next call starts a fresh one. See the Deduplicator page of the
-    docs for the timelines.
+    docs for the timelines. `stream` does the same for streamed replies: concurrent
+    consumers share one iteration of the upstream, and each gets every chunk.
 
     Works under asyncio and trio. A Deduplicator is not thread-safe: use it from
     the tasks of one event loop at a time.

@@ -16,6 +16,11 @@ Deduplicator hosts itself, and callers only wait for its outcome:
   exception escape (that would crash the whole run). Waiters wait on one
   ``trio.Event``.
 
+A shared stream (``_streams``) is hosted the same way: its flight's task iterates the
+upstream, and its consumers wait between chunks with :meth:`Flight.wait_for_news`,
+woken by :meth:`Flight.notify` (asyncio: a future per waiting consumer, as for
+``run()``; trio: a ``ParkingLot``), never in a nursery or cancel scope of their own.
+
 The backend is told apart by :func:`new_flight` with :func:`asyncio.current_task`:
 a running asyncio task means asyncio, anything else means trio. That takes about
 0.1 to 0.3 µs, against 1.7 µs for ``anyio.lowlevel.current_token()`` and 0.5 µs for
@@ -80,7 +85,8 @@ class Flight:
     """One execution of a key: its task, its waiters and, once done, its outcome.
 
     The Deduplicator reads and writes the plain attributes; the methods are what
-    differs between event loops.
+    differs between event loops. For a shared stream, ``result`` is the chunk buffer
+    (a list, from the start) and ``waiters`` counts the consumers.
     """
 
     __slots__ = (
