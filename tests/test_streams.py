@@ -358,6 +358,29 @@ async def test_aclose_before_iterating_ends_the_stream_without_starting_anything
     assert dedup.stats.calls == 0
 
 
+async def test_consumer_that_cannot_leave_when_garbage_collected_logs_instead_of_raising(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def loop_closed(self: object) -> None:
+        raise RuntimeError("Event loop is closed")
+
+    dedup = Deduplicator()
+    upstream = Upstream(chunks=2)
+    upstream.release(1)
+    stream = dedup.stream("key", upstream)
+    await stream.__anext__()
+    flight = dedup._streams["key"]
+    monkeypatch.setattr(type(flight), "cancel", loop_closed)
+    with caplog.at_level(logging.WARNING, logger="botperf._streams"):
+        del stream
+        gc.collect()
+    assert "could not leave it when it was garbage-collected" in caplog.text
+    monkeypatch.undo()
+    flight.cancel()  # what the closed loop could not do
+    await upstream.closed.wait()
+    await eventually(lambda: settled(dedup))
+
+
 async def test_a_consumer_after_an_abandoned_stream_starts_a_fresh_upstream() -> None:
     dedup = Deduplicator()
     upstream = Upstream(chunks=2)
