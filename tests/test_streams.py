@@ -156,6 +156,8 @@ async def test_slow_consumer_holds_up_neither_the_upstream_nor_the_others() -> N
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow_consumer)
         tg.start_soon(collect, dedup.stream("key", upstream), fast)
+        upstream.release(1)
+        await eventually(lambda: len(slow) == 1)
         upstream.release_all()
         await upstream.closed.wait()  # the upstream finished without waiting for `slow`
         await eventually(lambda: len(fast) == 5)
