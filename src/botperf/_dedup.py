@@ -74,10 +74,12 @@ class Deduplicator:
 
     Args:
         ttl: Seconds for which the result of a *successful* execution is also served to
-            later calls with its key, from a cache; ``None`` (the default) caches
-            nothing. Exceptions are never cached.
+            later calls with its key, from a cache (and a stream that ended normally
+            is replayed); ``None`` (the default) caches nothing. Exceptions are never
+            cached.
         max_cached: How many results the ``ttl`` cache holds at most (the least
-            recently used go first); at least 1.
+            recently used go first), and apart from them how many completed streams;
+            at least 1.
         cancel_abandoned: Whether to cancel an execution once every caller waiting
             for it has been cancelled (or a stream's upstream once every consumer has
             left). With ``False`` it runs to completion, new calls with its key join
@@ -248,6 +250,10 @@ class Deduplicator:
         cancelled and closed (``aclose()``), unless ``cancel_abandoned=False``. A
         successful stream's chunks are replayed for ``ttl`` seconds, if set.
 
+        While iterating, the consumer raises whatever the upstream raised (after the
+        chunks before it), `StreamTooLongError` past ``max_chunks``, or
+        `DedupCancelledError` if the hosted task was cancelled from outside.
+
         Args:
             key: What identifies equal streams; any hashable value. Streams and
                 `run` calls with equal keys are independent of each other.
@@ -261,10 +267,6 @@ class Deduplicator:
 
         Raises:
             DedupKeyError: At once, if ``key`` is not hashable.
-
-        The consumer, while iterating, raises whatever the upstream raised (after the
-        chunks before it), `StreamTooLongError` past ``max_chunks``, or
-        `DedupCancelledError` if the hosted task was cancelled from outside.
         """
         try:
             hash(key)
