@@ -166,6 +166,23 @@ async def test_slow_consumer_holds_up_neither_the_upstream_nor_the_others() -> N
     assert slow == fast == upstream.produced[0]
 
 
+async def test_consumers_read_one_shared_buffer_with_a_cursor_each() -> None:
+    dedup = Deduplicator()
+    upstream = Upstream(chunks=3)
+    upstream.release(2)
+    streams = [dedup.stream("key", upstream) for _ in range(3)]
+    for stream in streams:
+        await stream.__anext__()
+    await streams[0].__anext__()
+    buffer = dedup._streams["key"].result
+    assert all(stream._chunks is buffer for stream in streams)  # one copy of the reply
+    assert [stream._cursor for stream in streams] == [2, 1, 1]
+    upstream.release_all()
+    for stream in streams:
+        await collect(stream, [])
+    await eventually(lambda: settled(dedup))
+
+
 async def test_buffered_chunks_are_read_without_suspending() -> None:
     dedup = Deduplicator(ttl=60)
     upstream = Upstream(chunks=3)
