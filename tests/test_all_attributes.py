@@ -33,6 +33,8 @@ DOCUMENTED_PUBLIC_API = {
     "MetricsSink",
     "MetricsWriteError",
     "MetricsWriterStateError",
+    "SharedStream",
+    "StreamTooLongError",
     "WriterStats",
     "__version__",
     "profile",

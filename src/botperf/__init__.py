@@ -1,7 +1,8 @@
 """botperf: performance primitives for chat bots.
 
-Single-flight deduplication of async calls, O(1) LRU chat history, batched metrics
-writing and profiling helpers, for any async framework (asyncio or trio, via anyio).
+Single-flight deduplication of async calls and shared streams, O(1) LRU chat history,
+batched metrics writing and profiling helpers, for any async framework (asyncio or trio,
+via anyio).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ._exceptions import MetricsFileNotFoundError as MetricsFileNotFoundError
 from ._exceptions import MetricsNotWrittenError as MetricsNotWrittenError
 from ._exceptions import MetricsWriteError as MetricsWriteError
 from ._exceptions import MetricsWriterStateError as MetricsWriterStateError
+from ._exceptions import StreamTooLongError as StreamTooLongError
 from ._exceptions import TimerInUseError as TimerInUseError
 from ._history import HistoryStats as HistoryStats
 from ._history import HistoryStore as HistoryStore
@@ -42,6 +44,7 @@ from ._profiling import timed as timed
 from ._reader import read_metrics as read_metrics
 from ._sinks import JsonLinesFileSink as JsonLinesFileSink
 from ._sinks import MetricsSink as MetricsSink
+from ._streams import SharedStream as SharedStream
 
 try:
     __version__: str = version("botperf")
@@ -76,6 +79,8 @@ __all__ = [
     "MetricsSink",
     "MetricsWriteError",
     "MetricsWriterStateError",
+    "SharedStream",
+    "StreamTooLongError",
     "TimerInUseError",
     "WriterStats",
     "__version__",

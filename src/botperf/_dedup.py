@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import reprlib
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast, final
+from typing import Any, Protocol, TypeVar, cast, final, overload
 
 from cachetools import TTLCache
 from typing_extensions import ParamSpec
 
 from ._exceptions import DedupCancelledError, DedupKeyError
 from ._hosting import Flight, new_flight
+from ._streams import SharedStream, host_stream
 
 __all__ = ["DedupStats", "Deduplicator", "deduplicate"]
 
@@ -34,10 +36,12 @@ class DedupStats:
 
     Every call is counted exactly once as an execution, a shared call or a cache hit,
     so ``calls == executions + shared + cache_hits`` always holds, cancelled callers
-    included.
+    included. Streams count alongside calls: a `SharedStream` counts once, when its
+    iteration starts, and the upstream iteration it starts or joins is an execution.
 
     Attributes:
-        calls: Calls of :meth:`Deduplicator.run` with a hashable key.
+        calls: Calls of `Deduplicator.run` with a hashable key, and streams started
+            iterating.
         executions: Calls that started a new execution of ``fn``.
         shared: Calls that joined an execution already running for their key.
         cache_hits: Calls answered from the ``ttl`` cache without running anything.
@@ -62,24 +66,30 @@ class Deduplicator:
     same exception. Cancelling a caller affects only that caller. Once no caller
     waits any more, the execution is cancelled (unless ``cancel_abandoned=False``)
     and forgotten: the next call starts a fresh one. See the Deduplicator page of the
-    docs for the timelines.
+    docs for the timelines. `stream` does the same for streamed replies: concurrent
+    consumers share one iteration of the upstream, and each gets every chunk.
 
     Works under asyncio and trio. A Deduplicator is not thread-safe: use it from
     the tasks of one event loop at a time.
 
     Args:
         ttl: Seconds for which the result of a *successful* execution is also served to
-            later calls with its key, from a cache; ``None`` (the default) caches
-            nothing. Exceptions are never cached.
+            later calls with its key, from a cache (and a stream that ended normally
+            is replayed); ``None`` (the default) caches nothing. Exceptions are never
+            cached.
         max_cached: How many results the ``ttl`` cache holds at most (the least
-            recently used go first); at least 1.
+            recently used go first), and apart from them how many completed streams;
+            at least 1.
         cancel_abandoned: Whether to cancel an execution once every caller waiting
-            for it has been cancelled. With ``False`` it runs to completion, new calls
-            with its key join it, and a successful result is cached (with ``ttl``).
+            for it has been cancelled (or a stream's upstream once every consumer has
+            left). With ``False`` it runs to completion, new calls with its key join
+            it, and a successful result is cached (with ``ttl``).
+        max_chunks: How many chunks a shared stream may buffer (see `stream`); past
+            it, every consumer gets `StreamTooLongError` after those chunks; at least 1.
 
     Raises:
         ValueError: If ``ttl`` is not a positive finite number or ``None``, or if
-            ``max_cached`` is below 1.
+            ``max_cached`` or ``max_chunks`` is below 1.
     """
 
     __slots__ = (
@@ -91,7 +101,10 @@ class Deduplicator:
         "_errors",
         "_executions",
         "_flights",
+        "_max_chunks",
         "_shared",
+        "_stream_cache",
+        "_streams",
     )
 
     def __init__(
@@ -100,19 +113,30 @@ class Deduplicator:
         ttl: float | None = None,
         max_cached: int = 1024,
         cancel_abandoned: bool = True,
+        max_chunks: int = 10_000,
     ) -> None:
         if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
         if max_cached < 1:
             raise ValueError(f"max_cached must be an int of at least 1, not {max_cached!r}")
+        if max_chunks < 1:
+            raise ValueError(f"max_chunks must be an int of at least 1, not {max_chunks!r}")
         self._cache: TTLCache[Hashable, Any] | None = (
             None if ttl is None else TTLCache(maxsize=max_cached, ttl=ttl)
         )
+        # Completed streams' chunk lists, apart from results: a key may serve both.
+        self._stream_cache: TTLCache[Hashable, list[Any]] | None = (
+            None if ttl is None else TTLCache(maxsize=max_cached, ttl=ttl)
+        )
         self._cancel_abandoned = cancel_abandoned
+        self._max_chunks = max_chunks
         # The running executions that new callers can join, by key.
         self._flights: dict[Hashable, Flight] = {}
-        # Executions no new caller can reach (forgotten, or abandoned and being
-        # cancelled) but still running: held here so their tasks stay referenced.
+        # The running streams that new consumers can join, by key.
+        self._streams: dict[Hashable, Flight] = {}
+        # Executions and streams no new caller can reach (forgotten, abandoned and being
+        # cancelled, or a stream closing its upstream) but still running: held here so
+        # their tasks stay referenced.
         self._detached: set[Flight] = set()
         self._calls = 0
         self._executions = 0
@@ -125,8 +149,8 @@ class Deduplicator:
 
     @property
     def in_flight(self) -> int:
-        """How many keys have an execution running now that new calls would join."""
-        return len(self._flights)
+        """How many keys have an execution or a stream running now that new calls would join."""
+        return len(self._flights) + len(self._streams)
 
     @property
     def stats(self) -> DedupStats:
@@ -196,7 +220,7 @@ class Deduplicator:
             finally:
                 flight.waiters -= 1
                 if not flight.waiters and not flight.done:
-                    self._abandon(flight)
+                    self._abandon(flight, flights)
         error = flight.error
         if error is not None:
             # The same object is raised to every waiter; resetting its traceback keeps it
@@ -204,12 +228,58 @@ class Deduplicator:
             raise error.with_traceback(flight.traceback)
         return cast(T, flight.result)
 
+    def stream(
+        self,
+        key: Hashable,
+        fn: Callable[P, AsyncIterable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> SharedStream[T]:
+        """Iterate ``fn(*args, **kwargs)`` once for all concurrent consumers with ``key``.
+
+        Returns at once (it is not a coroutine function) a `SharedStream`: iterate it
+        with `async for`. At its first step it joins the stream running for ``key``,
+        or replays a completed one from the ``ttl`` cache, or starts the upstream
+        ``fn(*args, **kwargs)`` in a task the Deduplicator hosts. Every consumer gets
+        every chunk from the first (a late joiner gets the buffered ones at once), in
+        order, once each; then the end, or the upstream's exception. The upstream is
+        driven by its hosted task, never by a consumer, so a slow consumer delays
+        nobody; the chunks wait for it in the one shared buffer, which holds at most
+        ``max_chunks`` of them. When the last consumer leaves early, the upstream is
+        cancelled and closed (``aclose()``), unless ``cancel_abandoned=False``. A
+        successful stream's chunks are replayed for ``ttl`` seconds, if set.
+
+        While iterating, the consumer raises whatever the upstream raised (after the
+        chunks before it), `StreamTooLongError` past ``max_chunks``, or
+        `DedupCancelledError` if the hosted task was cancelled from outside.
+
+        Args:
+            key: What identifies equal streams; any hashable value. Streams and
+                `run` calls with equal keys are independent of each other.
+            fn: Returns the upstream async iterable, typically an async generator
+                function; only the first consumer's ``fn`` and arguments are used.
+            *args: Positional arguments for ``fn``.
+            **kwargs: Keyword arguments for ``fn``.
+
+        Returns:
+            This caller's consumer of the shared stream.
+
+        Raises:
+            DedupKeyError: At once, if ``key`` is not hashable.
+        """
+        try:
+            hash(key)
+        except TypeError as exc:
+            raise DedupKeyError(key, "Deduplicator.stream()", str(exc)) from None
+        return SharedStream(self, key, fn, args, kwargs)
+
     def forget(self, key: Hashable) -> None:
         """Make the next call with ``key`` start a fresh execution; O(1).
 
         Drops ``key``'s cached result, and detaches its running execution if any:
         the callers already waiting still get its outcome, but new calls no longer
-        join it, and its result is not cached.
+        join it, and its result is not cached. The same goes for ``key``'s stream.
 
         Args:
             key: The key to forget; forgetting an unknown key does nothing.
@@ -221,21 +291,24 @@ class Deduplicator:
             hash(key)  # dict.pop() on an empty dict does not hash
         except TypeError as exc:
             raise DedupKeyError(key, "Deduplicator.forget()", str(exc)) from None
-        flight = self._flights.pop(key, None)
         if self._cache is not None:
             self._cache.pop(key, None)
-        if flight is not None:
-            flight.detached = True
-            self._detached.add(flight)
+        if self._stream_cache is not None:
+            self._stream_cache.pop(key, None)
+        for flights in (self._flights, self._streams):
+            flight = flights.pop(key, None)
+            if flight is not None:
+                flight.detached = True
+                self._detached.add(flight)
 
-    def _abandon(self, flight: Flight) -> None:
+    def _abandon(self, flight: Flight, flights: dict[Hashable, Flight]) -> None:
         """Nobody waits for ``flight`` any more: cancel it, unless told not to."""
         if not self._cancel_abandoned:
             return
         flight.abandoned = True
         if not flight.detached:
             flight.detached = True
-            del self._flights[flight.key]
+            del flights[flight.key]
             self._detached.add(flight)
         if flight.started:
             flight.cancel()
@@ -292,6 +365,58 @@ class Deduplicator:
             del self._flights[flight.key]
         flight.wake()
 
+    def _join_stream(
+        self,
+        key: Hashable,
+        fn: Callable[..., AsyncIterable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[Flight | None, list[Any]]:
+        """Count a consumer in: the stream it joins or starts, and its chunk buffer.
+
+        The flight is ``None`` for a replay of a completed stream from the cache.
+        """
+        self._calls += 1
+        streams = self._streams
+        flight = streams.get(key)
+        if flight is not None:
+            self._shared += 1
+            flight.waiters += 1
+            return flight, flight.result
+        if self._stream_cache is not None:
+            chunks = self._stream_cache.get(key)
+            if chunks is not None:
+                self._cache_hits += 1
+                return None, chunks
+        flight = new_flight(key)
+        chunks = flight.result = []
+        flight.waiters = 1
+        self._executions += 1
+        streams[key] = flight
+        try:
+            flight.start(host_stream, self, flight, fn, args, kwargs)
+        except BaseException:
+            del streams[key]
+            raise
+        return flight, chunks
+
+    def _cache_stream(self, flight: Flight) -> None:
+        """The stream ended well: keep its chunks for ``ttl`` seconds (if set)."""
+        if self._stream_cache is not None and not flight.detached:
+            self._stream_cache[flight.key] = flight.result
+
+    def _publish_stream(self, flight: Flight) -> None:
+        """The stream's outcome is set: free its key and wake its consumers.
+
+        The flight stays in ``_detached`` while its task closes the upstream.
+        """
+        flight.done = True
+        if not flight.detached:
+            flight.detached = True
+            del self._streams[flight.key]
+            self._detached.add(flight)
+        flight.notify()
+
     def _fail(self, flight: Flight, error: BaseException, *, cause: BaseException | None) -> None:
         if cause is not None:
             error.__cause__ = cause
@@ -307,17 +432,34 @@ class Deduplicator:
 
 
 class _DeduplicatedFunction(Protocol[P, R_co]):
-    """An async function wrapped by :func:`deduplicate`, with its signature kept."""
+    """An async function wrapped by `deduplicate`, with its signature kept."""
 
     @property
     def deduplicator(self) -> Deduplicator:
-        """The :class:`Deduplicator` behind this function."""
+        """The `Deduplicator` behind this function."""
         ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
 
 
+class _DeduplicatedStreamFunction(Protocol[P, R_co]):
+    """An async generator function wrapped by `deduplicate`, with its signature kept."""
+
+    @property
+    def deduplicator(self) -> Deduplicator:
+        """The `Deduplicator` behind this function."""
+        ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> SharedStream[R_co]: ...
+
+
 class _Decorator(Protocol):
+    # Async generator functions are commonly annotated as returning AsyncIterator.
+    @overload
+    def __call__(
+        self, fn: Callable[P, AsyncIterator[T]], /
+    ) -> _DeduplicatedStreamFunction[P, T]: ...
+    @overload
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> _DeduplicatedFunction[P, T]: ...
 
 
@@ -327,36 +469,44 @@ def deduplicate(
     ttl: float | None = None,
     max_cached: int = 1024,
     cancel_abandoned: bool = True,
+    max_chunks: int = 10_000,
 ) -> _Decorator:
     """Decorate an async function so concurrent calls with an equal key run it once.
 
-    Each decorated function gets its own :class:`Deduplicator`, available as its
+    Each decorated function gets its own `Deduplicator`, available as its
     ``deduplicator`` attribute. The function keeps its signature for type checkers.
+    Applied to an async generator function (as told by `inspect.isasyncgenfunction`),
+    it makes a function that returns a `SharedStream` (as `Deduplicator.stream` does):
+    concurrent calls with an equal key share one iteration of the generator, and each
+    caller gets every item. For other functions returning an async iterator, call
+    `Deduplicator.stream` instead.
 
     Args:
         key: Called with the call's arguments, returns the deduplication key. By
             default the key is made of the arguments themselves, as
-            :func:`functools.lru_cache` does: positional and keyword arguments count
+            `functools.lru_cache` does: positional and keyword arguments count
             separately, and ``1``, ``1.0`` and ``True`` are equal.
-        ttl: As for :class:`Deduplicator`.
-        max_cached: As for :class:`Deduplicator`.
-        cancel_abandoned: As for :class:`Deduplicator`.
+        ttl: As for `Deduplicator`.
+        max_cached: As for `Deduplicator`.
+        cancel_abandoned: As for `Deduplicator`.
+        max_chunks: As for `Deduplicator`.
 
     Returns:
         The decorator.
 
     Raises:
-        ValueError: At once, for an invalid option (see :class:`Deduplicator`).
+        ValueError: At once, for an invalid option (see `Deduplicator`).
         DedupKeyError: When the decorated function is called, if the key (by default
             its arguments) is not hashable.
     """
-    dedup = Deduplicator(ttl=ttl, max_cached=max_cached, cancel_abandoned=cancel_abandoned)
+    dedup = Deduplicator(
+        ttl=ttl, max_cached=max_cached, cancel_abandoned=cancel_abandoned, max_chunks=max_chunks
+    )
 
-    def decorator(fn: Callable[P, Awaitable[T]], /) -> _DeduplicatedFunction[P, T]:
+    def decorator(fn: Callable[..., Any], /) -> Any:
         name = getattr(fn, "__qualname__", repr(fn))
 
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        def call_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
             call_key: Hashable
             if key is not None:
                 call_key = key(*args, **kwargs)
@@ -368,9 +518,22 @@ def deduplicate(
                 hash(call_key)  # here, so that the error can name the function
             except TypeError as exc:
                 raise DedupKeyError(call_key, f"@deduplicate on {name}()", str(exc)) from None
-            return await dedup.run(call_key, fn, *args, **kwargs)
+            return call_key
 
-        wrapper.deduplicator = dedup  # type: ignore[attr-defined]
-        return cast(_DeduplicatedFunction[P, T], wrapper)
+        wrapper: Any
+        if inspect.isasyncgenfunction(fn):
 
-    return decorator
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> SharedStream[Any]:
+                return SharedStream(dedup, call_key(args, kwargs), fn, args, kwargs)
+
+        else:
+
+            @functools.wraps(fn)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await dedup.run(call_key(args, kwargs), fn, *args, **kwargs)
+
+        wrapper.deduplicator = dedup
+        return wrapper
+
+    return cast(_Decorator, decorator)

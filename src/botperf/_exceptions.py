@@ -29,6 +29,7 @@ __all__ = [
     "MetricsNotWrittenError",
     "MetricsWriteError",
     "MetricsWriterStateError",
+    "StreamTooLongError",
     "TimerInUseError",
 ]
 
@@ -125,6 +126,29 @@ class DedupCancelledError(BotperfError, RuntimeError):
             "down); call again to start a fresh execution"
         )
         self.key = key
+
+
+class StreamTooLongError(BotperfError, RuntimeError):
+    """Raised in every consumer of a shared stream whose upstream went past `max_chunks`.
+
+    The consumers first get the `max_chunks` chunks buffered before the limit; then
+    the upstream is closed and each of them gets this error. It is not cached: the
+    next call with the key starts afresh.
+
+    Attributes:
+        key: The key of the stream.
+        max_chunks: The limit it went past.
+    """
+
+    def __init__(self, key: object, max_chunks: int) -> None:
+        super().__init__(
+            f"the shared stream for key {reprlib.repr(key)} produced more than "
+            f"max_chunks={max_chunks:,} chunks, so its upstream was closed and every consumer "
+            "got this error after the first chunks; if such long replies are expected, "
+            "raise Deduplicator(max_chunks=...), else look for an upstream that never ends"
+        )
+        self.key = key
+        self.max_chunks = max_chunks
 
 
 class MetricsFileError(BotperfError, ValueError):

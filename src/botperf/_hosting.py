@@ -16,6 +16,11 @@ Deduplicator hosts itself, and callers only wait for its outcome:
   exception escape (that would crash the whole run). Waiters wait on one
   ``trio.Event``.
 
+A shared stream (``_streams``) is hosted the same way: its flight's task iterates the
+upstream, and its consumers wait between chunks with :meth:`Flight.wait_for_news`,
+woken by :meth:`Flight.notify` (asyncio: a future per waiting consumer, as for
+``run()``; trio: a ``ParkingLot``), never in a nursery or cancel scope of their own.
+
 The backend is told apart by :func:`new_flight` with :func:`asyncio.current_task`:
 a running asyncio task means asyncio, anything else means trio. That takes about
 0.1 to 0.3 µs, against 1.7 µs for ``anyio.lowlevel.current_token()`` and 0.5 µs for
@@ -80,7 +85,8 @@ class Flight:
     """One execution of a key: its task, its waiters and, once done, its outcome.
 
     The Deduplicator reads and writes the plain attributes; the methods are what
-    differs between event loops.
+    differs between event loops. For a shared stream, ``result`` is the chunk buffer
+    (a list, from the start) and ``waiters`` counts the consumers.
     """
 
     __slots__ = (
@@ -147,6 +153,14 @@ class Flight:
         """Wake every waiter: the outcome is set."""
         raise NotImplementedError
 
+    def wait_for_news(self) -> Awaitable[None]:
+        """For a shared stream's consumer: something that returns at the next :meth:`notify`."""
+        raise NotImplementedError
+
+    def notify(self) -> None:
+        """Wake every :meth:`wait_for_news` waiter (a new chunk, or the end); O(waiters)."""
+        raise NotImplementedError
+
 
 class _AsyncioFlight(Flight):
     __slots__ = ("futures", "loop", "task")
@@ -184,9 +198,19 @@ class _AsyncioFlight(Flight):
             if not future.done():  # not a cancelled waiter's
                 future.set_result(None)
 
+    wait_for_news = wait
+
+    def notify(self) -> None:
+        futures = self.futures
+        if futures:
+            self.futures = []
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
 
 class _TrioFlight(Flight):
-    __slots__ = ("event", "scope")
+    __slots__ = ("event", "lot", "scope")
 
     def __init__(self, key: object) -> None:
         import trio  # imported only once a trio loop runs: trio is optional
@@ -194,6 +218,8 @@ class _TrioFlight(Flight):
         super().__init__(key)
         self.event = trio.Event()
         self.scope: trio.CancelScope | None = None
+        # A shared stream's consumers park here between chunks; created on first use.
+        self.lot: trio.lowlevel.ParkingLot | None = None
 
     def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         import trio
@@ -233,6 +259,18 @@ class _TrioFlight(Flight):
 
     def wake(self) -> None:
         self.event.set()
+
+    def wait_for_news(self) -> Awaitable[None]:
+        lot = self.lot
+        if lot is None:
+            import trio
+
+            lot = self.lot = trio.lowlevel.ParkingLot()
+        return lot.park()
+
+    def notify(self) -> None:
+        if self.lot is not None:
+            self.lot.unpark_all()
 
 
 def new_flight(key: object) -> Flight:

@@ -1,0 +1,235 @@
+"""Shared streams: one upstream iteration per key, replayed to every consumer from one buffer.
+
+A stream is hosted like a :class:`~botperf.Deduplicator` execution (see ``_hosting``):
+its upstream async iterator runs in a task the Deduplicator owns, never in a
+consumer's, and appends each chunk to one list, the shared buffer. Each consumer is
+a :class:`SharedStream` with a cursor into that list: it reads what is buffered
+without suspending and otherwise waits to be notified of the next chunk. So a slow
+consumer only lags behind, it never holds up the upstream or the others, and a late
+joiner starts at index 0. The list is the reply's only copy, whatever the number of
+consumers; the flight keeps it in ``result`` and counts the consumers in ``waiters``.
+"""
+
+from __future__ import annotations
+
+import logging
+import reprlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+from ._exceptions import DedupCancelledError, StreamTooLongError
+from ._hosting import Flight
+
+if TYPE_CHECKING:
+    from ._dedup import Deduplicator
+
+__all__ = ["SharedStream", "host_stream"]
+
+logger = logging.getLogger(__name__)
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+@final
+class SharedStream(Generic[T_co]):
+    """One consumer of a stream shared by every concurrent caller with an equal key.
+
+    Returned by `Deduplicator.stream()` and by functions decorated with
+    `@deduplicate` that are async generator functions. Iterate it with `async for`;
+    it yields every chunk of the shared upstream, from the first, in order, once each,
+    then ends as the upstream did (or raises its exception).
+
+    It joins the stream at the first `__anext__()`, as an async generator starts its
+    body there: that is when the call is counted in `DedupStats` and when an upstream
+    is started if none runs for the key. Buffered chunks are returned without
+    suspending; it suspends only to wait for a chunk not produced yet.
+
+    It leaves the stream when it ends, when `aclose()` is called (directly or through
+    `contextlib.aclosing`), when a cancellation interrupts `__anext__()` (as it would
+    end an async generator), or when it is garbage-collected mid-stream (a `break`
+    out of `async for`). Once its last consumer has left, the upstream is cancelled
+    and closed, unless the Deduplicator has `cancel_abandoned=False`. Use one object
+    per consumer task; iterating it from two tasks at once is not supported.
+    """
+
+    __slots__ = (
+        "_args",
+        "_chunks",
+        "_closed",
+        "_cursor",
+        "_flight",
+        "_fn",
+        "_key",
+        "_kwargs",
+        "_owner",
+    )
+
+    def __init__(
+        self,
+        owner: Deduplicator,
+        key: Hashable,
+        fn: Callable[..., AsyncIterable[T_co]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._key = key
+        self._fn = fn
+        self._args = args
+        self._kwargs = kwargs
+        self._owner = owner
+        self._flight: Flight | None = None
+        # The shared buffer (the flight's, or a cached replay's); None before joining
+        # and after leaving.
+        self._chunks: list[T_co] | None = None
+        self._cursor = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        if self._closed:
+            state = "closed"
+        elif self._chunks is None:
+            state = "not started"
+        else:
+            state = f"read {self._cursor} of {len(self._chunks)} buffered chunks"
+        return f"<SharedStream key={reprlib.repr(self._key)} {state}>"
+
+    def __aiter__(self) -> SharedStream[T_co]:
+        return self
+
+    async def __anext__(self) -> T_co:
+        chunks = self._chunks
+        if chunks is None:
+            if self._closed:
+                raise StopAsyncIteration
+            self._flight, chunks = self._owner._join_stream(
+                self._key, self._fn, self._args, self._kwargs
+            )
+            self._chunks = chunks
+        cursor = self._cursor
+        if cursor < len(chunks):
+            self._cursor = cursor + 1
+            return chunks[cursor]
+        flight = self._flight
+        if flight is not None:
+            try:
+                while not flight.done:
+                    await flight.wait_for_news()
+                    if cursor < len(chunks):
+                        self._cursor = cursor + 1
+                        return chunks[cursor]
+            except BaseException:
+                self._leave()
+                raise
+            self._leave()
+            error = flight.error
+            if error is not None:
+                # As Deduplicator.run() does: the upstream's traceback, not one that grows.
+                raise error.with_traceback(flight.traceback)
+        self._leave()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Leave the stream: this consumer yields nothing more; the others are unaffected.
+
+        Closing the last consumer of a running stream cancels its upstream (see the class
+        description). It never suspends, and closing twice does nothing.
+        """
+        self._leave()
+
+    def __del__(self) -> None:
+        # `break` out of `async for` calls no aclose() (PEP 533 was deferred); in CPython
+        # the iterator is released right there, so this makes a break leave at once.
+        if self._flight is not None:
+            try:
+                self._leave()
+            except Exception:  # the event loop may be closed already
+                logger.warning(
+                    "a consumer of the shared stream for key %s could not leave it when it "
+                    "was garbage-collected; close it with contextlib.aclosing()",
+                    reprlib.repr(self._key),
+                    exc_info=True,
+                )
+
+    def _leave(self) -> None:
+        flight = self._flight
+        self._flight = None
+        self._chunks = None
+        self._closed = True
+        if flight is not None:
+            flight.waiters -= 1
+            if not flight.waiters and not flight.done:
+                self._owner._abandon(flight, self._owner._streams)
+
+
+async def host_stream(
+    owner: Deduplicator,
+    flight: Flight,
+    fn: Callable[..., AsyncIterable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """The body of a stream's hosted task: iterate the upstream into the shared buffer.
+
+    Like ``Deduplicator._execute`` it never raises, except to let a cancellation from
+    outside the Deduplicator propagate. Once the outcome is published (the consumers
+    woken, the key free for a new stream), it closes the upstream with ``aclose()``.
+    """
+    upstream: AsyncIterator[Any] | None = None
+    try:
+        if not flight.begin():
+            if not flight.abandoned:  # cancelled from outside before its first step
+                owner._fail(flight, DedupCancelledError(flight.key), cause=None)
+            return
+        try:
+            upstream = aiter(fn(*args, **kwargs))
+            await flight.call(_fill, (flight, upstream, owner._max_chunks), {})
+        except BaseException as exc:
+            if flight.abandoned:  # nobody consumes: there is nobody to tell
+                if not flight.is_cancellation(exc):
+                    logger.warning(
+                        "the upstream of the shared stream for key %s, cancelled because "
+                        "every consumer had left, raised instead of ending",
+                        reprlib.repr(flight.key),
+                        exc_info=exc,
+                    )
+                return
+            if flight.is_cancellation(exc):
+                owner._fail(flight, DedupCancelledError(flight.key), cause=exc)
+                raise
+            owner._fail(flight, exc, cause=None)
+        else:
+            if not flight.abandoned:
+                owner._cache_stream(flight)
+    finally:
+        owner._publish_stream(flight)
+        try:
+            if upstream is not None:
+                await _close(flight, upstream)
+        finally:
+            owner._detached.discard(flight)
+
+
+async def _fill(flight: Flight, upstream: AsyncIterator[Any], max_chunks: int) -> None:
+    chunks: list[Any] = flight.result
+    async for chunk in upstream:
+        if len(chunks) == max_chunks:
+            raise StreamTooLongError(flight.key, max_chunks)
+        chunks.append(chunk)
+        flight.notify()
+
+
+async def _close(flight: Flight, upstream: AsyncIterator[Any]) -> None:
+    """``await upstream.aclose()`` if it has one (an ended async generator ignores it)."""
+    aclose = getattr(upstream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except BaseException as exc:
+        if flight.is_cancellation(exc):
+            raise
+        logger.warning(
+            "closing the upstream of the shared stream for key %s raised",
+            reprlib.repr(flight.key),
+            exc_info=exc,
+        )
