@@ -18,7 +18,7 @@ from . import _harness
 from ._harness import Report, print_report
 
 #: Benchmark modules in ``benchmarks/``, each exposing ``run(quick: bool) -> Report``.
-MODULES: list[str] = ["history", "profiling"]
+MODULES: list[str] = ["history", "profiling", "redis_backends"]
 
 
 class Progress:

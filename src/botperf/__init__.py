@@ -17,6 +17,9 @@ from ._exceptions import IncompatibleRecordersError as IncompatibleRecordersErro
 from ._exceptions import InvalidDurationError as InvalidDurationError
 from ._exceptions import MetricsFileError as MetricsFileError
 from ._exceptions import MetricsFileNotFoundError as MetricsFileNotFoundError
+from ._exceptions import RedisAsyncioRequiredError as RedisAsyncioRequiredError
+from ._exceptions import RedisCommandError as RedisCommandError
+from ._exceptions import RedisUnavailableError as RedisUnavailableError
 from ._exceptions import TimerInUseError as TimerInUseError
 from ._history import HistoryStats as HistoryStats
 from ._history import HistoryStore as HistoryStore
@@ -48,6 +51,9 @@ __all__ = [
     "Message",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "RedisAsyncioRequiredError",
+    "RedisCommandError",
+    "RedisUnavailableError",
     "TimerInUseError",
     "__version__",
     "approximate_tokens",

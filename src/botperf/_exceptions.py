@@ -18,6 +18,9 @@ __all__ = [
     "InvalidDurationError",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "RedisAsyncioRequiredError",
+    "RedisCommandError",
+    "RedisUnavailableError",
     "TimerInUseError",
 ]
 
@@ -164,3 +167,62 @@ class HistoryFileNotFoundError(BotperfError, FileNotFoundError):
             "HistoryStore() when there is nothing saved yet"
         )
         self.path = path
+
+
+class RedisUnavailableError(BotperfError, ConnectionError):
+    """Raised when Redis cannot be reached, or does not answer within the timeout.
+
+    The operation may or may not have taken effect on the server: like any call over
+    a network, a lost reply cannot tell.
+
+    Attributes:
+        address: The Redis server, as ``host:port/db`` or a Unix socket path.
+        operation: What botperf was doing, such as ``"RedisHistoryStore.append"``.
+    """
+
+    def __init__(self, address: str, operation: str, problem: str) -> None:
+        super().__init__(
+            f"{operation} could not use Redis at {address}: {problem}; check that "
+            "redis-server runs and is reachable from here, or raise the timeout option"
+        )
+        self.address = address
+        self.operation = operation
+
+
+class RedisCommandError(BotperfError, RuntimeError):
+    """Raised when Redis refuses a command, or a key holds data botperf did not write.
+
+    Typical causes: another program uses keys under the same prefix (Redis answers
+    ``WRONGTYPE``), the server is out of memory, or a read-only replica or an ACL
+    refuses writes.
+
+    Attributes:
+        operation: What botperf was doing, such as ``"RedisHistoryStore.append"``.
+        problem: Redis's answer, or what is wrong with the data.
+    """
+
+    def __init__(self, operation: str, problem: str) -> None:
+        super().__init__(
+            f"{operation} failed: {problem}; give botperf a key prefix no other program "
+            "uses, and check the server's memory limit and the user's permissions"
+        )
+        self.operation = operation
+        self.problem = problem
+
+
+class RedisAsyncioRequiredError(BotperfError, RuntimeError):
+    """Raised when a ``botperf.redis`` class is awaited outside an asyncio event loop.
+
+    redis-py's asyncio client runs only on asyncio, not on trio.
+
+    Attributes:
+        operation: The call that was made, such as ``"RedisHistoryStore.append"``.
+    """
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(
+            f"{operation} needs a running asyncio event loop (redis-py's asyncio client "
+            "does not run on trio); call it from asyncio code, or from trio through "
+            "anyio.from_thread.start_blocking_portal('asyncio') in a worker thread"
+        )
+        self.operation = operation

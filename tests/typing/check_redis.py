@@ -1,0 +1,50 @@
+"""Checked by ``mypy --strict``: botperf.redis's typed API is a contract."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from typing_extensions import assert_type
+
+from botperf import HistoryStats, Message
+from botperf.redis import RedisHistoryStore
+
+
+def archive(channel: int, messages: tuple[Message, ...]) -> None:
+    print(channel, len(messages))
+
+
+async def archive_later(channel: str, messages: tuple[Message, ...]) -> None:
+    print(channel, len(messages))
+
+
+async def main() -> None:
+    store: RedisHistoryStore[int] = RedisHistoryStore(
+        "redis://localhost:6379/0",
+        prefix="bot:history:",
+        timeout=2.0,
+        max_channels=10,
+        max_messages=5,
+        max_tokens=100,
+        count_tokens=len,
+        system_prompt="Be brief.",
+        on_evict=archive,
+    )
+    assert_type(await store.append(1, "user", "hi", author="ann"), None)
+    assert_type(await store.get(1), tuple[Message, ...])
+    assert_type(await store.as_messages(1), list[dict[str, str]])
+    assert_type(await store.clear(1), None)
+    assert_type(await store.channels(), list[int])
+    assert_type(await store.size(), int)
+    assert_type(await store.contains(1), bool)
+    assert_type(await store.stats(), HistoryStats)
+    assert_type(await store.aclose(), None)
+
+    async with RedisHistoryStore[str](Redis(), on_evict=archive_later) as named:
+        assert_type(named, RedisHistoryStore[str])
+        assert_type(await named.channels(), list[str])
+
+    untyped = RedisHistoryStore(Redis())
+    assert_type(untyped, RedisHistoryStore[int | str])
+
+    await store.append("general", "user", "hi")  # type: ignore[arg-type]
+    RedisHistoryStore[tuple[int, int]](Redis())  # type: ignore[type-var]
