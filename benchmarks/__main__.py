@@ -17,8 +17,11 @@ from pathlib import Path
 from . import _harness
 from ._harness import Report, print_report
 
+#: The docs folder: charts drawn inside it are linked relative to it in the Markdown.
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
 #: Benchmark modules in ``benchmarks/``, each exposing ``run(quick: bool) -> Report``.
-MODULES: list[str] = ["history", "profiling", "redis_backends"]
+MODULES: list[str] = ["dedup", "history", "metrics", "profiling", "redis_backends"]
 
 
 class Progress:
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke test)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="save the results as JSON")
     parser.add_argument("--charts", type=Path, metavar="DIR", help="draw SVG charts into DIR")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="write the tables as Markdown (for docs)"
+    )
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(MODULES)}")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(MODULES))
@@ -82,11 +88,26 @@ def main(argv: list[str] | None = None) -> int:
 
         save(args.json, reports, quick=args.quick)
         print(f"\nresults saved to {args.json}")
+    chart_urls: dict[str, list[tuple[str, str]]] = {}
     if args.charts:
         from ._charts import draw
 
-        for path in draw(reports, args.charts):
-            print(f"chart: {path}")
+        for report_name, drawn in draw(reports, args.charts).items():
+            for title, path in drawn:
+                print(f"chart: {path}")
+                # Links are relative to the docs folder that the Performance page sits in.
+                url = (
+                    path.resolve().relative_to(DOCS.resolve())
+                    if DOCS in path.resolve().parents
+                    else path
+                )
+                chart_urls.setdefault(report_name, []).append((title, str(url)))
+    if args.markdown:
+        from . import _markdown
+        from ._results import environment
+
+        _markdown.save(args.markdown, reports, environment(), quick=args.quick, charts=chart_urls)
+        print(f"markdown tables written to {args.markdown}")
     targets = [target for report in reports for target in report.targets]
     missed = sum(not target.holds for target in targets)
     print(f"\n{len(targets) - missed} targets hold, {missed} missed")

@@ -10,13 +10,21 @@ from pathlib import Path
 
 from ._harness import Measurement, Report, ScalingChart
 
+BOTPERF_COLOR = "#e8710a"
+# Peers never use botperf's orange, so its line stands out in every chart.
+PEER_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f", "#17becf", "#8c564b"]
+
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def draw(reports: list[Report], folder: Path) -> list[Path]:
-    """Draw a bar chart per measured group and each report's scaling charts into ``folder``."""
+def draw(reports: list[Report], folder: Path) -> dict[str, list[tuple[str, Path]]]:
+    """Draw each report's scaling charts and a bar chart per other group into ``folder``.
+
+    Returns:
+        Per report name, the (title, file) of each chart drawn, in order.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,12 +32,13 @@ def draw(reports: list[Report], folder: Path) -> list[Path]:
 
     plt.rcParams.update({"svg.hashsalt": "botperf", "font.size": 9})
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: dict[str, list[tuple[str, Path]]] = {}
     for report in reports:
+        charts = written.setdefault(report.name, [])
         for chart in report.charts:
             path = folder / f"{slug(report.name)}-{slug(chart.title)}.svg"
             _scaling(plt, report, chart, path)
-            written.append(path)
+            charts.append((chart.title, path))
         groups: dict[str, list[Measurement]] = {}
         for measurement in report.measurements:
             if not any(measurement.group.startswith(c.group_prefix) for c in report.charts):
@@ -37,7 +46,7 @@ def draw(reports: list[Report], folder: Path) -> list[Path]:
         for group, measurements in groups.items():
             path = folder / f"{slug(report.name)}-{slug(group)}.svg"
             _bars(plt, group, measurements, path)
-            written.append(path)
+            charts.append((group, path))
     return written
 
 
@@ -49,7 +58,7 @@ def _bars(plt: object, title: str, measurements: list[Measurement], path: Path) 
         [m.median - m.minimum for m in measurements],
         [m.maximum - m.median for m in measurements],
     ]
-    colors = ["#e8710a" if "botperf" in name else "#7f8c9b" for name in names]
+    colors = [BOTPERF_COLOR if "botperf" in name else "#7f8c9b" for name in names]
     axes.barh(names, medians, xerr=errors, color=colors, capsize=3)
     axes.invert_yaxis()
     axes.set_xlabel(f"median ({measurements[0].unit}); whiskers: min-max")
@@ -68,9 +77,13 @@ def _scaling(plt: object, report: Report, chart: ScalingChart, path: Path) -> No
             lines.setdefault(m.implementation, []).append(point)
             unit = m.unit
     figure, axes = plt.subplots(figsize=(7, 4))  # type: ignore[attr-defined]
+    peer_colors = iter(PEER_COLORS * 2)
     for name, points in lines.items():
         points.sort()
-        style = {"linewidth": 2.5, "color": "#e8710a"} if "botperf" in name else {}
+        if "botperf" in name:
+            style: dict[str, object] = {"linewidth": 2.5, "color": BOTPERF_COLOR}
+        else:
+            style = {"linewidth": 1.5, "color": next(peer_colors)}
         axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name, **style)
     axes.set_xscale("log")
     if chart.log_y:

@@ -35,7 +35,7 @@ from cachetools import LRUCache
 
 from botperf import HistoryStore
 
-from ._harness import Measurement, Report, Target, ns_per_op
+from ._harness import Measurement, Report, ScalingChart, Target, ns_per_op
 
 MAX_MESSAGES = 50
 SIZES = (100, 1_000, 10_000, 100_000)
@@ -189,7 +189,18 @@ def full_store(max_channels: int, max_messages: int) -> tuple[HistoryStore[int],
 
 
 def run(quick: bool) -> Report:
-    report = Report(name="history: HistoryStore append+get against other LRU designs")
+    report = Report(
+        name="history: HistoryStore append+get against other LRU designs",
+        charts=[
+            ScalingChart(
+                title=f"append+get, {workload}: ns/op by channels held",
+                group_prefix=f"append+get, {workload},",
+                x_param="channels",
+                x_label="channels held (log scale)",
+            )
+            for workload in WORKLOADS
+        ],
+    )
     number, repeat = (20_000, 5) if quick else (50_000, 9)
     # The list LRU is O(N) per operation: fewer operations, and in quick mode small N only.
     naive_sizes = (100, 1_000, 10_000) if quick else SIZES

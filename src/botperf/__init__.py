@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._dedup import Deduplicator as Deduplicator
+from ._dedup import DedupStats as DedupStats
+from ._dedup import deduplicate as deduplicate
 from ._exceptions import BotperfError as BotperfError
+from ._exceptions import DedupCancelledError as DedupCancelledError
+from ._exceptions import DedupKeyError as DedupKeyError
 from ._exceptions import HistoryFileError as HistoryFileError
 from ._exceptions import HistoryFileNotFoundError as HistoryFileNotFoundError
 from ._exceptions import HistoryTypeError as HistoryTypeError
 from ._exceptions import HistoryValueError as HistoryValueError
 from ._exceptions import IncompatibleRecordersError as IncompatibleRecordersError
 from ._exceptions import InvalidDurationError as InvalidDurationError
+from ._exceptions import MetricsBufferFullError as MetricsBufferFullError
+from ._exceptions import MetricsFieldError as MetricsFieldError
 from ._exceptions import MetricsFileError as MetricsFileError
 from ._exceptions import MetricsFileNotFoundError as MetricsFileNotFoundError
+from ._exceptions import MetricsNotWrittenError as MetricsNotWrittenError
+from ._exceptions import MetricsWriteError as MetricsWriteError
+from ._exceptions import MetricsWriterStateError as MetricsWriterStateError
 from ._exceptions import RedisAsyncioRequiredError as RedisAsyncioRequiredError
 from ._exceptions import RedisCommandError as RedisCommandError
 from ._exceptions import RedisUnavailableError as RedisUnavailableError
@@ -27,9 +37,13 @@ from ._history import Message as Message
 from ._history import approximate_tokens as approximate_tokens
 from ._latency import LatencyRecorder as LatencyRecorder
 from ._latency import LatencyStats as LatencyStats
+from ._metrics import BatchMetricsWriter as BatchMetricsWriter
+from ._metrics import WriterStats as WriterStats
 from ._profiling import profile as profile
 from ._profiling import timed as timed
 from ._reader import read_metrics as read_metrics
+from ._sinks import JsonLinesFileSink as JsonLinesFileSink
+from ._sinks import MetricsSink as MetricsSink
 
 try:
     __version__: str = version("botperf")
@@ -37,7 +51,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0+unknown"
 
 __all__ = [
+    "BatchMetricsWriter",
     "BotperfError",
+    "DedupCancelledError",
+    "DedupKeyError",
+    "DedupStats",
+    "Deduplicator",
     "HistoryFileError",
     "HistoryFileNotFoundError",
     "HistoryStats",
@@ -46,17 +65,26 @@ __all__ = [
     "HistoryValueError",
     "IncompatibleRecordersError",
     "InvalidDurationError",
+    "JsonLinesFileSink",
     "LatencyRecorder",
     "LatencyStats",
     "Message",
+    "MetricsBufferFullError",
+    "MetricsFieldError",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "MetricsNotWrittenError",
+    "MetricsSink",
+    "MetricsWriteError",
+    "MetricsWriterStateError",
     "RedisAsyncioRequiredError",
     "RedisCommandError",
     "RedisUnavailableError",
     "TimerInUseError",
+    "WriterStats",
     "__version__",
     "approximate_tokens",
+    "deduplicate",
     "profile",
     "read_metrics",
     "timed",

@@ -1,6 +1,6 @@
 """The ``botperf`` command line (also ``python -m botperf``).
 
-Each subcommand is registered in :data:`SUBCOMMANDS` as a function that adds its
+Each subcommand is registered in `SUBCOMMANDS` as a function that adds its
 parser; the parser's ``handler`` default runs it and returns the exit status.
 """
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments, without the program name; ``sys.argv[1:]`` when ``None``.
 
     Returns:
-        0 on success, 1 when a command failed with a :class:`BotperfError` (its message
+        0 on success, 1 when a command failed with a `BotperfError` (its message
         is printed to stderr), 2 for a usage error.
     """
     parser = build_parser()

@@ -1,6 +1,6 @@
 """The exceptions botperf raises.
 
-Every error botperf raises on purpose derives from :class:`BotperfError`, so one
+Every error botperf raises on purpose derives from `BotperfError`, so one
 ``except BotperfError`` catches them all. Where an error is also a kind of builtin
 error (a bad argument, a missing file), it subclasses that builtin too, so code that
 already catches ``TypeError`` or ``ValueError`` keeps working.
@@ -8,16 +8,25 @@ already catches ``TypeError`` or ``ValueError`` keeps working.
 
 from __future__ import annotations
 
+import reprlib
+
 __all__ = [
     "BotperfError",
+    "DedupCancelledError",
+    "DedupKeyError",
     "HistoryFileError",
     "HistoryFileNotFoundError",
     "HistoryTypeError",
     "HistoryValueError",
     "IncompatibleRecordersError",
     "InvalidDurationError",
+    "MetricsBufferFullError",
+    "MetricsFieldError",
     "MetricsFileError",
     "MetricsFileNotFoundError",
+    "MetricsNotWrittenError",
+    "MetricsWriteError",
+    "MetricsWriterStateError",
     "RedisAsyncioRequiredError",
     "RedisCommandError",
     "RedisUnavailableError",
@@ -27,6 +36,43 @@ __all__ = [
 
 class BotperfError(Exception):
     """Raised for every error botperf reports on purpose; the base of all its exceptions."""
+
+
+class DedupKeyError(BotperfError, TypeError):
+    """Raised when a deduplication key is not hashable.
+
+    Attributes:
+        key: The key that could not be hashed.
+    """
+
+    def __init__(self, key: object, where: str, problem: str) -> None:
+        super().__init__(
+            f"{where}: the deduplication key {reprlib.repr(key)} is not hashable ({problem}); "
+            "build the key from hashable values (str, int, tuple, frozenset), "
+            "for example with @deduplicate(key=lambda prompt, model: (model, prompt))"
+        )
+        self.key = key
+
+
+class DedupCancelledError(BotperfError, RuntimeError):
+    """Raised in callers waiting on an execution that was cancelled from outside.
+
+    A Deduplicator cancels an execution itself only once nobody waits for it. If
+    something else cancels the task hosting it (for example code that cancels every
+    task of an asyncio loop at shutdown), the callers still waiting get this error
+    instead of waiting forever; the next call with the key starts afresh.
+
+    Attributes:
+        key: The key of the cancelled execution.
+    """
+
+    def __init__(self, key: object) -> None:
+        super().__init__(
+            f"the shared execution for key {reprlib.repr(key)} was cancelled from outside "
+            "the Deduplicator (its task was cancelled directly, or the event loop is shutting "
+            "down); call again to start a fresh execution"
+        )
+        self.key = key
 
 
 class MetricsFileError(BotperfError, ValueError):
@@ -167,6 +213,87 @@ class HistoryFileNotFoundError(BotperfError, FileNotFoundError):
             "HistoryStore() when there is nothing saved yet"
         )
         self.path = path
+
+
+class MetricsFieldError(BotperfError, ValueError):
+    """Raised when ``record()`` is given a field named ``ts`` or ``event``, which the writer sets.
+
+    Attributes:
+        event: The event being recorded.
+        field: The reserved field name.
+    """
+
+    def __init__(self, event: object, field: str) -> None:
+        super().__init__(
+            f"record({event!r}, {field}=...): the field name {field!r} is reserved, the writer "
+            "sets it (ts: the time of the call, event: the name); rename the field"
+        )
+        self.event = event
+        self.field = field
+
+
+class MetricsBufferFullError(BotperfError, RuntimeError):
+    """Raised when ``record()`` with ``on_full="block"`` would wait where nothing could free room.
+
+    On the event loop thread of an ``async with`` writer, waiting would stop the very loop
+    that writes the batches; before the writer is entered, nothing writes at all.
+    """
+
+    def __init__(self, max_buffer: int, where: str) -> None:
+        super().__init__(
+            f"the metrics buffer is full ({max_buffer} events) and on_full='block' cannot "
+            f"wait {where}; record from another thread, raise max_buffer, "
+            "or use on_full='drop_oldest' or 'drop_new'"
+        )
+        self.max_buffer = max_buffer
+
+
+class MetricsWriterStateError(BotperfError, RuntimeError):
+    """Raised when a metrics writer is used in a state that does not allow it.
+
+    For example recording after it was closed, entering it twice, or calling
+    ``flush_sync()`` on the event loop thread of an ``async with`` writer.
+    """
+
+
+class MetricsWriteError(BotperfError):
+    """Raised when ``flush()`` could not write every waiting event.
+
+    The batch that failed is kept and retried with backoff; nothing is lost yet.
+
+    Attributes:
+        waiting: How many events are still waiting to be written.
+        sink: A description of where they were to be written.
+    """
+
+    def __init__(self, waiting: int, sink: str, cause: BaseException) -> None:
+        super().__init__(
+            f"could not write metric events to {sink}: {cause!r}; {waiting} events wait "
+            "and will be retried with backoff (closing the writer saves any still unwritten)"
+        )
+        self.waiting = waiting
+        self.sink = sink
+
+
+class MetricsNotWrittenError(BotperfError):
+    """Raised when a metrics writer closes with events its sink would not take.
+
+    Attributes:
+        count: How many events were not written to the sink.
+        saved_to: The JSON-lines file they were saved to instead, or ``None`` if saving
+            them failed too (they are then lost).
+    """
+
+    def __init__(
+        self, count: int, sink: str, saved_to: str, save_error: BaseException | None
+    ) -> None:
+        if save_error is None:
+            where = f"they were saved to {saved_to} (read it with read_metrics())"
+        else:
+            where = f"saving them to {saved_to} failed too ({save_error!r}), so they are lost"
+        super().__init__(f"{count} metric events could not be written to {sink} at close; {where}")
+        self.count = count
+        self.saved_to: str | None = saved_to if save_error is None else None
 
 
 class RedisUnavailableError(BotperfError, ConnectionError):

@@ -133,7 +133,7 @@ class LatencyRecorder:
 
     @classmethod
     def default(cls) -> LatencyRecorder:
-        """Return the process-wide recorder that :class:`~botperf.timed` uses by default.
+        """Return the process-wide recorder that `timed` uses by default.
 
         It has the default accuracy and lives as long as the process; the same object
         every time.
@@ -161,7 +161,7 @@ class LatencyRecorder:
         Args:
             name: What was timed, e.g. ``"ollama.chat"``.
             seconds: How long it took, in seconds.
-            error: Whether it failed (counted in :attr:`LatencyStats.errors`); the
+            error: Whether it failed (counted in `LatencyStats.errors`); the
                 duration counts in the percentiles either way.
 
         Raises:
@@ -193,7 +193,7 @@ class LatencyRecorder:
             lock.release()
 
     def summary(self) -> dict[str, LatencyStats]:
-        """Return a :class:`LatencyStats` snapshot per name, sorted by name.
+        """Return a `LatencyStats` snapshot per name, sorted by name.
 
         Costs O(buckets) per name; the recorder keeps recording meanwhile.
         """
@@ -257,7 +257,7 @@ class LatencyRecorder:
                     mine.merge(sketch)
 
     def __or__(self, other: object) -> LatencyRecorder:
-        """Return a new recorder holding both recorders' samples (see :meth:`merge`)."""
+        """Return a new recorder holding both recorders' samples (see `merge`)."""
         if not isinstance(other, LatencyRecorder):
             return NotImplemented
         combined = LatencyRecorder(relative_accuracy=self._relative_accuracy)

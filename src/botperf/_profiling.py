@@ -1,6 +1,6 @@
-"""Timing and profiling helpers: :class:`timed` and :class:`profile`.
+"""Timing and profiling helpers: `timed` and `profile`.
 
-Both are classes spelled in lower case, like :class:`contextlib.suppress`, because
+Both are classes spelled in lower case, like `contextlib.suppress`, because
 they read as verbs where they are used: ``with timed(...)``, ``@profile(...)``.
 """
 
@@ -30,12 +30,12 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: The orders :class:`profile` accepts, as :meth:`pstats.Stats.sort_stats` names them.
+#: The orders `profile` accepts, as `pstats.Stats.sort_stats` names them.
 SORT_KEYS = frozenset(pstats.Stats.sort_arg_dict_default)
 
 
 class EventRecorder(Protocol):
-    """What ``timed(..., metrics=...)`` needs: a :class:`~botperf.BatchMetricsWriter`, say."""
+    """What ``timed(..., metrics=...)`` needs: a `BatchMetricsWriter`, say."""
 
     def record(self, event: str, /, **fields: object) -> None:
         """Record one event with its fields; must not block."""
@@ -48,9 +48,9 @@ class timed:
     Use it as a decorator of sync or async functions (the decorated function keeps its
     signature for type checkers; whether it is a coroutine function is decided once, at
     decoration), or as a ``with`` / ``async with`` block. Each timing is measured with
-    :func:`time.perf_counter` and recorded in seconds into ``recorder``; a timing whose
+    `time.perf_counter` and recorded in seconds into ``recorder``; a timing whose
     function or block raised (anything, cancellation included) is recorded too, counted
-    in :attr:`LatencyStats.errors <botperf.LatencyStats.errors>`, and the exception
+    in `LatencyStats.errors`, and the exception
     propagates unchanged.
 
     With ``metrics``, each timing is also recorded as one event named ``name`` with the
@@ -69,9 +69,9 @@ class timed:
 
     Args:
         name: What is timed, e.g. ``"ollama.chat"``; the key in the recorder's summary.
-        recorder: Where durations go; :meth:`LatencyRecorder.default()
-            <botperf.LatencyRecorder.default>`, the process-wide recorder, when ``None``.
-        metrics: An optional :class:`EventRecorder` (anything with
+        recorder: Where durations go; `LatencyRecorder.default()`, the process-wide
+            recorder, when ``None``.
+        metrics: An optional `EventRecorder` (anything with
             ``record(event, /, **fields)``) that also gets each timing as an event.
 
     Attributes:
@@ -211,12 +211,12 @@ def _record_event(metrics: EventRecorder, name: str, seconds: float, *, error: b
 
 @final
 class profile:
-    """Profile a block (or each call of a function) with :mod:`cProfile` and report it.
+    """Profile a block (or each call of a function) with `cProfile` and report it.
 
     On exit, even when the block raised, the profile is written to ``path`` (if given;
-    open it later with :class:`pstats.Stats`, ``python -m pstats`` or snakeviz) and the
+    open it later with `pstats.Stats`, ``python -m pstats`` or snakeviz) and the
     ``top`` most expensive functions by ``sort`` are printed to ``stream``. The
-    collected :class:`pstats.Stats` stays available as :attr:`stats`.
+    collected `pstats.Stats` stays available as `stats`.
 
     Used as a decorator, each call is profiled on its own and overwrites ``path``. For
     an async function, cProfile sees the whole thread, so the profile also holds what
@@ -226,10 +226,10 @@ class profile:
     Args:
         path: The ``.prof`` file to write, or ``None`` to only print.
         top: How many functions to print; 0 prints nothing.
-        sort: The order, any key of :meth:`pstats.Stats.sort_stats`: ``"cumulative"``
+        sort: The order, any key of `pstats.Stats.sort_stats`: ``"cumulative"``
             (time in a function and everything it calls), ``"tottime"`` (in the
             function itself), ``"calls"``, ...
-        stream: Where to print; :data:`sys.stdout` (looked up at exit) when ``None``.
+        stream: Where to print; `sys.stdout` (looked up at exit) when ``None``.
 
     Attributes:
         stats: The statistics of the last profiled block, ``None`` before one finished.

@@ -1,4 +1,4 @@
-"""Reading metrics files: JSON lines written by :class:`~botperf.BatchMetricsWriter`."""
+"""Reading metrics files: JSON lines written by `BatchMetricsWriter`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def read_metrics(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
     Each line holds one JSON object (at least ``ts`` and ``event``, then the event's
     fields). Blank lines are skipped. A torn last line, which a writer killed in the
-    middle of a write may leave, is skipped with a warning through :mod:`logging`;
+    middle of a write may leave, is skipped with a warning through `logging`;
     every complete line before it is returned. The file is read lazily, one line at a
     time, so memory stays flat however large it is.
 

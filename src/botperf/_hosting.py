@@ -1,0 +1,258 @@
+"""Where a :class:`~botperf.Deduplicator` execution runs, one small class per event loop.
+
+An execution must belong to no single caller, so it runs in a task that the
+Deduplicator hosts itself, and callers only wait for its outcome:
+
+* asyncio: a task of its own, started eagerly on Python 3.12+ (``eager_start=True``);
+  before 3.12 a ``Task`` subclass that, cancelled before its first step, still runs
+  its coroutine. The flight keeps a strong reference to the task until it ends
+  (asyncio itself holds only weak ones). Each waiter awaits a future of its own, so
+  cancelling one waiter never touches the others or the task. An abandoned execution
+  is cancelled with ``Task.cancel()``, asyncio's native cancellation, as
+  ``asyncio.timeout()`` and ``asyncio.TaskGroup`` do.
+* trio: a system task (``trio.lowlevel.spawn_system_task``), owned by trio's system
+  nursery and run in a copy of the caller's context. It runs ``fn`` inside a
+  ``trio.CancelScope`` that an abandoned execution cancels, and it never lets an
+  exception escape (that would crash the whole run). Waiters wait on one
+  ``trio.Event``.
+
+The backend is told apart by :func:`new_flight` with :func:`asyncio.current_task`:
+a running asyncio task means asyncio, anything else means trio. That takes about
+0.1 to 0.3 µs, against 1.7 µs for ``anyio.lowlevel.current_token()`` and 0.5 µs for
+``sniffio.current_async_library()`` (which anyio 4.16 no longer depends on), and it is
+right in trio's guest mode on an asyncio loop too, where trio tasks run in loop
+callbacks, not in asyncio tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+__all__ = ["Flight", "new_flight"]
+
+
+if sys.version_info >= (3, 12):
+
+    def _create_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], flight: Flight
+    ) -> asyncio.Task[None]:
+        # Eager start runs the task's first step at once, inside the caller's call: an
+        # fn that returns without suspending costs no scheduling round trip at all, and
+        # the task has started before anything else could cancel it.
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    class _HostedTask(asyncio.Task):  # type: ignore[type-arg]
+        """A task whose cancellation before its first step still runs its coroutine.
+
+        asyncio never runs the coroutine of a task cancelled before its first step,
+        not even its ``finally``, so the waiters would never hear of it. This task
+        instead lets the coroutine start and see ``flight.cancelled_before_start``: it
+        fails the waiters with DedupCancelledError and ends (normally, not as
+        cancelled). Overriding ``cancel`` costs nothing per call, unlike a done
+        callback (about 1 µs).
+        """
+
+        __slots__ = ("flight",)
+
+        flight: Flight
+
+        def cancel(self, msg: Any = None) -> bool:
+            if self.flight.started:
+                return super().cancel(msg)
+            self.flight.cancelled_before_start = True
+            return True
+
+    def _create_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], flight: Flight
+    ) -> asyncio.Task[None]:
+        task = _HostedTask(coro, loop=loop)
+        task.flight = flight
+        return task
+
+
+class Flight:
+    """One execution of a key: its task, its waiters and, once done, its outcome.
+
+    The Deduplicator reads and writes the plain attributes; the methods are what
+    differs between event loops.
+    """
+
+    __slots__ = (
+        "abandoned",
+        "cancelled_before_start",
+        "detached",
+        "done",
+        "error",
+        "key",
+        "result",
+        "started",
+        "traceback",
+        "waiters",
+    )
+
+    def __init__(self, key: object) -> None:
+        self.key = key
+        self.started = False
+        self.done = False
+        # No new caller can reach the flight any more: it was forgotten or abandoned.
+        self.detached = False
+        # Every waiter left and the execution is being cancelled.
+        self.abandoned = False
+        # Its task was cancelled from outside before its first step (asyncio < 3.12).
+        self.cancelled_before_start = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.traceback: Any = None
+        # How many callers wait for the outcome now; kept by the Deduplicator.
+        self.waiters = 0
+
+    def begin(self) -> bool:
+        """Mark the execution started, from its task; ``False`` if cancelled before that."""
+        self.started = True
+        return not (self.abandoned or self.cancelled_before_start)
+
+    def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Run ``async_fn(*args)`` in a new task that no caller owns.
+
+        On Python 3.12+ under asyncio the task starts eagerly, so the flight may
+        already be done when this returns.
+        """
+        raise NotImplementedError
+
+    def is_cancellation(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is this event loop's cancellation exception."""
+        raise NotImplementedError
+
+    def call(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        """Call ``fn`` in the hosted task so that :meth:`cancel` can cancel it."""
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Cancel the running execution (only called once it has started)."""
+        raise NotImplementedError
+
+    def wait(self) -> Awaitable[None]:
+        """Something for one caller to await; it returns once the flight is done."""
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        """Wake every waiter: the outcome is set."""
+        raise NotImplementedError
+
+
+class _AsyncioFlight(Flight):
+    __slots__ = ("futures", "loop", "task")
+
+    def __init__(self, key: object, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(key)
+        self.loop = loop
+        # One future per waiter, woken first come, first served. A cancelled waiter's
+        # future stays here, done, until the flight ends: no removal cost on any path.
+        self.futures: list[asyncio.Future[None]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        self.task = _create_task(self.loop, async_fn(*args), self)
+
+    def is_cancellation(self, exc: BaseException) -> bool:
+        return isinstance(exc, asyncio.CancelledError)
+
+    def call(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        return fn(*args, **kwargs)
+
+    def cancel(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+
+    def wait(self) -> Awaitable[None]:
+        future: asyncio.Future[None] = self.loop.create_future()
+        self.futures.append(future)
+        return future
+
+    def wake(self) -> None:
+        for future in self.futures:
+            if not future.done():  # not a cancelled waiter's
+                future.set_result(None)
+
+
+class _TrioFlight(Flight):
+    __slots__ = ("event", "scope")
+
+    def __init__(self, key: object) -> None:
+        import trio  # imported only once a trio loop runs: trio is optional
+
+        super().__init__(key)
+        self.event = trio.Event()
+        self.scope: trio.CancelScope | None = None
+
+    def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        import trio
+
+        trio.lowlevel.spawn_system_task(
+            async_fn,
+            *args,
+            name="botperf.Deduplicator execution",
+            context=contextvars.copy_context(),
+        )
+
+    def is_cancellation(self, exc: BaseException) -> bool:
+        import trio
+
+        return isinstance(exc, trio.Cancelled)
+
+    def call(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        return self._call_in_scope(fn, args, kwargs)
+
+    async def _call_in_scope(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        import trio
+
+        with trio.CancelScope() as self.scope:
+            return await fn(*args, **kwargs)
+        return None  # cancelled by cancel(): the flight is abandoned, nobody reads this
+
+    def cancel(self) -> None:
+        assert self.scope is not None
+        self.scope.cancel()
+
+    def wait(self) -> Awaitable[None]:
+        return self.event.wait()
+
+    def wake(self) -> None:
+        self.event.set()
+
+
+def new_flight(key: object) -> Flight:
+    """A flight for ``key`` on the event loop running the current task.
+
+    Raises:
+        RuntimeError: If neither an asyncio task nor a trio task is running.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop running in this thread
+        task = None
+    if task is not None:
+        return _AsyncioFlight(key, task.get_loop())
+    try:
+        import trio
+
+        trio.lowlevel.current_task()
+    except (ImportError, RuntimeError) as exc:
+        raise RuntimeError(
+            "Deduplicator.run() must be awaited in a task running under asyncio or trio"
+        ) from exc
+    return _TrioFlight(key)

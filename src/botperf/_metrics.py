@@ -1,0 +1,649 @@
+"""BatchMetricsWriter: O(1) event recording on the caller, batched writes off the event loop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, final
+
+import anyio
+import anyio.lowlevel
+from typing_extensions import Self
+
+from ._encoding import EncoderName, encode_batch
+from ._exceptions import (
+    MetricsBufferFullError,
+    MetricsFieldError,
+    MetricsNotWrittenError,
+    MetricsWriteError,
+    MetricsWriterStateError,
+)
+from ._sinks import JsonLinesFileSink, MetricsSink, as_sink
+
+__all__ = ["BatchMetricsWriter", "OnFull", "WriterStats"]
+
+logger = logging.getLogger(__name__)
+
+OnFull = Literal["drop_oldest", "drop_new", "block"]
+_ON_FULL = ("drop_oldest", "drop_new", "block")
+
+_now = time.time  # bound once: record() is the hot path
+
+# One waiting event: the time of the record() call, the event name, its fields.
+_Entry = tuple[float, str, dict[str, Any]]
+_Events = list[dict[str, Any]]
+
+
+@final
+@dataclass(frozen=True)
+class WriterStats:
+    """A snapshot of a :class:`BatchMetricsWriter`'s counters.
+
+    ``recorded == written + dropped + waiting + unwritten`` holds in every snapshot.
+
+    Attributes:
+        recorded: Calls to ``record()`` that took an event (including any later dropped).
+        written: Events the sink has taken.
+        batches: Successful batch writes (one ``write_batch`` call, one ``write`` to a file).
+        dropped: Events dropped because the buffer was full.
+        failed_writes: Batch writes that raised; each failed batch was kept and retried.
+        waiting: Events recorded and not yet written, including a batch kept for retry.
+        unwritten: Events the sink never took, saved beside it at close (see
+            :class:`~botperf.MetricsNotWrittenError`).
+        repr_values: Field values written as their ``repr()`` string because JSON has no
+            form for them (counted by :class:`~botperf.JsonLinesFileSink`; 0 for other sinks).
+    """
+
+    recorded: int
+    written: int
+    batches: int
+    dropped: int
+    failed_writes: int
+    waiting: int
+    unwritten: int
+    repr_values: int
+
+
+def _nothing() -> None:
+    """Wake nobody: no flusher runs before the writer is entered."""
+
+
+def _thread_safe_scheduler(
+    token: anyio.lowlevel.EventLoopToken,
+) -> Callable[[Callable[[], object]], None]:
+    """Return a function that runs a callback soon on the event loop of ``token``, from any thread.
+
+    anyio's :func:`anyio.from_thread.run_sync` waits for the callback's result, which
+    would make ``record()`` wait for the event loop; the wake-up only needs scheduling,
+    which each backend offers natively (asyncio: ``loop.call_soon_threadsafe``; trio:
+    ``TrioToken.run_sync_soon``). Both are found by name, so neither library is imported.
+    """
+    native = token.native_token
+    call_soon = getattr(native, "call_soon_threadsafe", None)
+    if call_soon is None:
+        call_soon = native.run_sync_soon  # type: ignore[attr-defined]
+    return call_soon  # type: ignore[no-any-return]
+
+
+@final
+class BatchMetricsWriter:
+    """Records metric events in O(1) and writes them in batches, off the event loop.
+
+    ``record()`` only appends the event to an in-memory deque (atomic, so it is safe
+    from any thread and any task without a lock); a background flusher encodes and
+    writes each batch in a worker thread. A batch is written when ``max_batch`` events
+    wait or ``max_delay`` seconds have passed since the oldest waiting event, whichever
+    comes first. A failed write keeps its batch and is retried with exponential backoff.
+
+    Use it as ``async with`` (the flusher is a task in a task group the writer enters in
+    ``__aenter__``, and writes run through :func:`anyio.to_thread.run_sync`; works on
+    asyncio and trio) or as a plain ``with`` from sync code (the flusher is a daemon
+    thread). Each writer is entered once. Leaving the block writes everything left
+    (shielded from cancellation) and closes the sink; if the sink still refuses some
+    events, they are saved to a file and :class:`~botperf.MetricsNotWrittenError` is
+    raised.
+
+    Args:
+        path_or_sink: A file path (events are appended to it as JSON lines by a
+            :class:`JsonLinesFileSink`), a :class:`MetricsSink`, or a function that
+            receives each batch as a list of event dicts.
+        max_batch: Write when this many events wait; at least 1.
+        max_delay: Write at the latest this many seconds after the oldest waiting event
+            was recorded; positive and finite.
+        max_buffer: Events that may wait at most, counting a batch being written or kept
+            for retry; at least ``max_batch``. Memory stays bounded by it.
+        on_full: What ``record()`` does when ``max_buffer`` events wait:
+            ``"drop_oldest"`` (the default) drops the oldest waiting event that is not
+            part of a batch being written or retried (or the new one if there is none);
+            ``"drop_new"`` drops the new event; ``"block"`` waits for room, and raises
+            :class:`~botperf.MetricsBufferFullError` where waiting could never end (on
+            the event loop thread of an ``async with`` writer, or before it is entered).
+            Every drop is counted in ``stats.dropped`` and logged once per burst.
+        rotate_bytes: For a file path: rotate before the file would grow past this many
+            bytes (see :class:`JsonLinesFileSink`); ``None`` never rotates.
+        backups: For a file path: rotated files to keep, at least 1.
+        fsync: For a file path: ``os.fsync`` after every batch (durable, one disk flush
+            per batch).
+        encoder: For a file path: ``"auto"`` (orjson when importable), ``"json"`` or
+            ``"orjson"``.
+        retry_delay: Seconds before the first retry of a failed batch; it doubles with
+            each failure in a row, up to ``max_retry_delay``.
+        max_retry_delay: The longest wait between retries, in seconds.
+        unwritten_path: Where events the sink never took are saved at close. By default
+            ``<file>.unwritten.jsonl`` beside a file sink, or
+            ``botperf-metrics-<pid>.unwritten.jsonl`` in the temp directory for other sinks.
+
+    Raises:
+        ValueError: If an option is out of its range, or file options are given with a
+            sink.
+        TypeError: If ``path_or_sink`` is not a path, sink or function.
+    """
+
+    def __init__(
+        self,
+        path_or_sink: str | os.PathLike[str] | MetricsSink | Callable[[_Events], object],
+        *,
+        max_batch: int = 50,
+        max_delay: float = 60.0,
+        max_buffer: int = 10_000,
+        on_full: OnFull = "drop_oldest",
+        rotate_bytes: int | None = None,
+        backups: int = 5,
+        fsync: bool = False,
+        encoder: EncoderName = "auto",
+        retry_delay: float = 0.5,
+        max_retry_delay: float = 30.0,
+        unwritten_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if not 0 < max_delay < math.inf:
+            raise ValueError(
+                f"max_delay must be a positive, finite number of seconds, got {max_delay}"
+            )
+        if max_buffer < max_batch:
+            raise ValueError(
+                f"max_buffer must be at least max_batch ({max_batch}), got {max_buffer}"
+            )
+        if on_full not in _ON_FULL:
+            raise ValueError(
+                f"on_full must be one of {', '.join(map(repr, _ON_FULL))}, got {on_full!r}"
+            )
+        if not 0 < retry_delay <= max_retry_delay < math.inf:
+            raise ValueError(
+                "retry_delay and max_retry_delay must satisfy 0 < retry_delay <= max_retry_delay "
+                f"< inf seconds, got {retry_delay} and {max_retry_delay}"
+            )
+        self._sink = as_sink(
+            path_or_sink, rotate_bytes=rotate_bytes, backups=backups, fsync=fsync, encoder=encoder
+        )
+        self._max_batch = max_batch
+        self._max_delay = float(max_delay)
+        self._max_buffer = max_buffer
+        self._on_full = on_full
+        self._retry_delay = float(retry_delay)
+        self._max_retry_delay = float(max_retry_delay)
+        self._unwritten_path = None if unwritten_path is None else os.fspath(unwritten_path)
+
+        # record() appends to the deque without the lock (deque.append is atomic, and a
+        # lock would double its cost); everything else below is guarded by _lock, and
+        # writes are serialised by _write_lock so batches reach the sink in order.
+        self._lock = threading.Lock()
+        self._room_freed = threading.Condition(self._lock)
+        self._write_lock = threading.Lock()
+        self._queue: deque[_Entry] = deque()
+        self._taken = 0  # events out of the queue whose write has not succeeded yet
+        self._room = max_buffer  # max_buffer - _taken: the queue length that means full
+        self._held: _Events | None = None  # a failed batch kept for retry
+        self._retry_at: float | None = None  # time.monotonic() of the next retry
+        self._failures_in_row = 0
+        self._written = 0
+        self._batches = 0
+        self._dropped = 0
+        self._unlogged_drops = 0
+        self._failed_writes = 0
+        self._unwritten = 0
+        self._blocked = 0
+        self._accepting = True
+        self._drained = False  # set by the final drain once the queue is empty for good
+        self._entered = False
+        self._stopping = False
+
+        self._wake: Callable[[], None] = _nothing
+        self._loop_thread: int | None = None
+        self._schedule: Callable[[Callable[[], object]], None] | None = None
+        self._wakeup: anyio.Event | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_wakeup = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"<BatchMetricsWriter to {self._describe_sink()} max_batch={self._max_batch}>"
+
+    @property
+    def sink(self) -> MetricsSink:
+        """The sink batches are written to (a :class:`JsonLinesFileSink` for a path)."""
+        return self._sink
+
+    @property
+    def stats(self) -> WriterStats:
+        """A consistent snapshot of the writer's counters; O(1)."""
+        repr_values = self._sink.repr_values if isinstance(self._sink, JsonLinesFileSink) else 0
+        with self._lock:
+            return WriterStats(
+                recorded=self._written
+                + self._dropped
+                + len(self._queue)
+                + self._taken
+                + self._unwritten,
+                written=self._written,
+                batches=self._batches,
+                dropped=self._dropped,
+                failed_writes=self._failed_writes,
+                waiting=len(self._queue) + self._taken,
+                unwritten=self._unwritten,
+                repr_values=repr_values,
+            )
+
+    def record(self, event: str, /, **fields: Any) -> None:
+        """Record one event with its fields, timestamped now; O(1), never does I/O.
+
+        The event waits in memory until its batch is written by the flusher, which also
+        encodes it, so the caller pays only for a timestamp and an append to a deque (a
+        few hundred ns, no lock unless the buffer is full). Safe from any thread and any
+        task, from before the writer is entered until it is closed.
+
+        Args:
+            event: The event's name, written as ``event``.
+            **fields: The event's fields, written after ``ts`` and ``event``. Values
+                JSON cannot hold are written as their ``repr()`` string.
+
+        Raises:
+            MetricsFieldError: If a field is named ``ts`` or ``event``.
+            MetricsWriterStateError: If the writer is closed.
+            MetricsBufferFullError: With ``on_full="block"`` and a full buffer, where
+                waiting could never end (see ``on_full``).
+        """
+        if "ts" in fields or "event" in fields:
+            raise MetricsFieldError(event, "ts" if "ts" in fields else "event")
+        queue = self._queue
+        if len(queue) >= self._room:
+            self._record_carefully(event, fields)
+            return
+        entry = (_now(), event, fields)
+        queue.append(entry)
+        waiting = len(queue)
+        if waiting == 1 or waiting == self._max_batch:
+            self._wake()
+        if not self._accepting:  # checked after the append: see _recorded_while_closing
+            self._recorded_while_closing(entry)
+
+    async def flush(self) -> None:
+        """Write every event recorded so far, in a worker thread, and return when written.
+
+        Usable in both modes (and before entering). A batch kept for retry is tried
+        at once, whatever its backoff.
+
+        Raises:
+            MetricsWriteError: If a batch write failed; that batch is kept and retried
+                with backoff by the flusher, and the error says how many events wait.
+        """
+        await anyio.to_thread.run_sync(self._flush_blocking)
+
+    def flush_sync(self) -> None:
+        """Write every event recorded so far, blocking the calling thread until written.
+
+        The sync twin of :meth:`flush`, for ``with`` writers and other threads.
+
+        Raises:
+            MetricsWriteError: As :meth:`flush`.
+            MetricsWriterStateError: If called on the event loop thread of an
+                ``async with`` writer, where it would block the loop: ``await flush()``.
+        """
+        if self._loop_thread == threading.get_ident():
+            raise MetricsWriterStateError(
+                "flush_sync() would block the event loop this writer runs on; "
+                "use 'await writer.flush()' there"
+            )
+        self._flush_blocking()
+
+    async def __aenter__(self) -> Self:
+        self._enter("async with")
+        self._loop_thread = threading.get_ident()
+        self._schedule = _thread_safe_scheduler(anyio.lowlevel.current_token())
+        self._wakeup = anyio.Event()
+        self._wake = self._wake_loop
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        task_group.start_soon(
+            self._flush_in_task, name=f"botperf flusher for {self._describe_sink()}"
+        )
+        if self._queue:
+            self._wake_loop()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop_accepting()
+        task_group = self._task_group
+        assert task_group is not None
+        task_group.cancel_scope.cancel()
+        try:
+            # The body's own exception is not the task group's business: passing it in
+            # would wrap it in an ExceptionGroup. Only a crashed flusher raises here.
+            await task_group.__aexit__(None, None, None)
+        finally:
+            self._loop_thread = None
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._close_blocking)
+
+    def __enter__(self) -> Self:
+        self._enter("with")
+        self._wake = self._thread_wakeup.set
+        self._thread = threading.Thread(
+            target=self._flush_in_thread,
+            name=f"botperf flusher for {self._describe_sink()}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop_accepting()
+        self._stopping = True
+        self._thread_wakeup.set()
+        assert self._thread is not None
+        self._thread.join()
+        self._close_blocking()
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _record_carefully(self, event: str, fields: dict[str, Any]) -> None:
+        """Record under the lock: the buffer is full or the writer is closing."""
+        with self._lock:
+            if not self._accepting:
+                raise MetricsWriterStateError(
+                    f"record({event!r}): this metrics writer is closed; record before it closes"
+                )
+            if len(self._queue) + self._taken >= self._max_buffer:
+                if self._on_full == "block":
+                    self._wait_for_room()
+                else:
+                    self._dropped += 1
+                    self._unlogged_drops += 1
+                    if self._on_full == "drop_new" or not self._queue:
+                        return
+                    self._queue.popleft()
+            self._queue.append((time.time(), event, fields))
+            waiting = len(self._queue)
+        if waiting == 1 or waiting >= self._max_batch:
+            self._wake()
+
+    def _recorded_while_closing(self, entry: _Entry) -> None:
+        """Undo an append to a closed writer and raise; keep it if the final drain will write it.
+
+        The final drain marks the queue drained under the lock once it is empty, so an
+        event appended before that is written, and one appended after it is taken back.
+        """
+        with self._lock:
+            if not self._drained:
+                return  # the final drain has yet to empty the queue: it writes the event
+            # list() copies in C, atomically; iterating the deque itself could meet an
+            # append from another thread and raise.
+            for index, waiting in enumerate(list(self._queue)):
+                if waiting is entry:
+                    del self._queue[index]
+                    break
+        raise MetricsWriterStateError(
+            f"record({entry[1]!r}): this metrics writer is closed; record before it closes"
+        )
+
+    def _wait_for_room(self) -> None:
+        if self._loop_thread == threading.get_ident():
+            raise MetricsBufferFullError(
+                self._max_buffer, "on the event loop thread the writer runs on"
+            )
+        if not self._entered:
+            raise MetricsBufferFullError(self._max_buffer, "before the writer is entered")
+        self._blocked += 1
+        try:
+            while self._accepting and len(self._queue) + self._taken >= self._max_buffer:
+                self._room_freed.wait()
+        finally:
+            self._blocked -= 1
+        if not self._accepting:
+            raise MetricsWriterStateError(
+                "this metrics writer closed while record() waited for room"
+            )
+
+    def _wake_loop(self) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._set_wakeup()
+            return
+        assert self._schedule is not None
+        # RuntimeError: the event loop has finished, so the writer closed after this
+        # event was taken and its final drain wrote it; nothing is left to wake.
+        with contextlib.suppress(RuntimeError):
+            self._schedule(self._set_wakeup)
+
+    def _set_wakeup(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # -- flushing ----------------------------------------------------------------------
+
+    # While nothing waits, both flushers still look again every max_delay: two threads
+    # racing in record() can both miss the "first waiting event" wake-up, and this
+    # bounds how late that event can be written (2 * max_delay).
+
+    async def _flush_in_task(self) -> None:
+        while True:
+            self._wakeup = anyio.Event()
+            delay = self._due_in()
+            if delay == 0:
+                await anyio.to_thread.run_sync(self._write_due)
+                continue
+            with anyio.move_on_after(self._max_delay if delay is None else delay):
+                await self._wakeup.wait()
+
+    def _flush_in_thread(self) -> None:
+        while True:
+            self._thread_wakeup.clear()
+            if self._stopping:
+                return
+            delay = self._due_in()
+            if delay == 0:
+                self._write_due()
+                continue
+            self._thread_wakeup.wait(self._max_delay if delay is None else delay)
+
+    def _due_in(self) -> float | None:
+        """Seconds until a write is due: 0 now, ``None`` while nothing waits."""
+        with self._lock:
+            if self._retry_at is not None:
+                return max(0.0, self._retry_at - time.monotonic())
+            if self._held is not None or len(self._queue) >= self._max_batch:
+                return 0.0
+            if not self._queue:
+                return None
+            oldest = self._queue[0][0]
+        return min(max(0.0, oldest + self._max_delay - time.time()), self._max_delay)
+
+    def _write_due(self) -> None:
+        """Write the batches due now, until none is or one fails (worker/flusher thread)."""
+        self._log_drops()  # here, not on the event loop: logging may do I/O
+        with self._write_lock:
+            while self._due_in() == 0:
+                if self._write_one(self._max_batch) is not None:
+                    return
+
+    def _flush_blocking(self, *, final: bool = False) -> None:
+        """Write the held batch and every event waiting now, in batches (any thread).
+
+        With ``final``, keep going until the queue is empty and mark it drained, so a
+        record() racing with close either gets written or raises.
+        """
+        with self._write_lock:
+            with self._lock:
+                remaining = math.inf if final else len(self._queue)
+            while True:
+                with self._lock:
+                    if self._held is not None:
+                        size = 0
+                    else:
+                        size = int(min(self._max_batch, remaining, len(self._queue)))
+                        if size == 0:
+                            self._drained = final
+                            break
+                error = self._write_one(size)
+                if error is not None:
+                    with self._lock:
+                        waiting = len(self._queue) + self._taken
+                    raise MetricsWriteError(waiting, self._describe_sink(), error) from error
+                remaining -= size
+        self._log_drops()
+
+    def _write_one(self, limit: int) -> Exception | None:
+        """Write the held batch, or take up to ``limit`` events and write them (write lock held).
+
+        Returns:
+            ``None`` if written (or nothing waited), else the exception the sink raised;
+            the batch is then held for retry.
+        """
+        with self._lock:
+            events = self._held
+            if events is None:
+                count = min(limit, len(self._queue))
+                if count == 0:
+                    return None
+                pop = self._queue.popleft
+                entries = [pop() for _ in range(count)]
+                self._taken += count
+                self._room = self._max_buffer - self._taken
+        if events is None:
+            events = [{"ts": ts, "event": name, **fields} for ts, name, fields in entries]
+        try:
+            self._sink.write_batch(events)
+        except Exception as exc:
+            with self._lock:
+                self._held = events
+                self._failed_writes += 1
+                self._failures_in_row += 1
+                failures = self._failures_in_row
+                delay = min(self._retry_delay * 2 ** (failures - 1), self._max_retry_delay)
+                self._retry_at = time.monotonic() + delay
+            logger.warning(
+                "could not write %d metric events to %s (failure %d in a row: %r); "
+                "kept them, retrying in %.3g s",
+                len(events),
+                self._describe_sink(),
+                failures,
+                exc,
+                delay,
+            )
+            return exc
+        with self._lock:
+            self._held = None
+            self._retry_at = None
+            self._failures_in_row = 0
+            self._taken -= len(events)
+            self._room = self._max_buffer - self._taken
+            self._written += len(events)
+            self._batches += 1
+            if self._blocked:
+                self._room_freed.notify_all()
+        return None
+
+    def _log_drops(self) -> None:
+        with self._lock:
+            dropped, self._unlogged_drops = self._unlogged_drops, 0
+        if dropped:
+            logger.warning(
+                "dropped %d metric events for %s: the buffer was full (max_buffer=%d, "
+                "on_full=%r); writes are failing or too slow, raise max_buffer or max_batch",
+                dropped,
+                self._describe_sink(),
+                self._max_buffer,
+                self._on_full,
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _enter(self, how: str) -> None:
+        with self._lock:
+            if self._entered or not self._accepting:
+                raise MetricsWriterStateError(
+                    f"{how}: a BatchMetricsWriter is entered once; create a new one"
+                )
+            self._entered = True
+
+    def _stop_accepting(self) -> None:
+        with self._lock:
+            self._accepting = False
+            self._room_freed.notify_all()
+
+    def _close_blocking(self) -> None:
+        """Write what is left, close the sink, and save what it would not take (any thread)."""
+        error: Exception | None = None
+        try:
+            self._flush_blocking(final=True)
+        except MetricsWriteError as exc:
+            error = exc
+        try:
+            self._sink.close()
+        except Exception as exc:
+            logger.warning("closing the metrics sink %s failed: %r", self._describe_sink(), exc)
+        if error is not None:
+            self._save_unwritten(error)
+
+    def _save_unwritten(self, cause: Exception) -> None:
+        with self._lock:
+            events = list(self._held or ())
+            self._held = None
+            pop = self._queue.popleft
+            entries = [pop() for _ in range(len(self._queue))]
+            events += [{"ts": ts, "event": name, **fields} for ts, name, fields in entries]
+            self._taken = 0
+            self._room = self._max_buffer
+            self._drained = True
+            self._retry_at = None
+            self._unwritten += len(events)
+        path = self._unwritten_path or self._default_unwritten_path()
+        save_error: OSError | None = None
+        try:
+            with open(path, "ab") as file:
+                file.write(encode_batch(events, "json").data)
+        except OSError as exc:
+            save_error = exc
+        raise MetricsNotWrittenError(
+            len(events), self._describe_sink(), path, save_error
+        ) from cause
+
+    def _default_unwritten_path(self) -> str:
+        if isinstance(self._sink, JsonLinesFileSink):
+            return f"{self._sink.path}.unwritten.jsonl"
+        return os.path.join(tempfile.gettempdir(), f"botperf-metrics-{os.getpid()}.unwritten.jsonl")
+
+    def _describe_sink(self) -> str:
+        if isinstance(self._sink, JsonLinesFileSink):
+            return repr(self._sink.path)
+        return repr(self._sink)

@@ -1,0 +1,651 @@
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from botperf import (
+    BatchMetricsWriter,
+    JsonLinesFileSink,
+    MetricsBufferFullError,
+    MetricsFieldError,
+    MetricsNotWrittenError,
+    MetricsSink,
+    MetricsWriteError,
+    MetricsWriterStateError,
+    WriterStats,
+    read_metrics,
+)
+
+#: Safety net for waits on another thread; never reached when the code works.
+SAFETY_TIMEOUT = 10.0
+#: A max_delay so long that no timer flush can happen during a test.
+NEVER = 3600.0
+
+
+class RecordingSink:
+    """A sink that keeps its batches, can fail its first writes, and can be waited on."""
+
+    def __init__(self, *, fail_times: int = 0) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.threads: set[int] = set()
+        self.closed = 0
+        self.failures_left = fail_times
+        self._changed = threading.Condition()
+
+    def write_batch(self, events: list[dict[str, Any]]) -> None:
+        with self._changed:
+            self.threads.add(threading.get_ident())
+            if self.failures_left:
+                self.failures_left -= 1
+                raise OSError(28, "No space left on device")
+            self.batches.append(events)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        self.closed += 1
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        with self._changed:
+            return [event for batch in self.batches for event in batch]
+
+    def wait_for_events(self, count: int) -> None:
+        with self._changed:
+            arrived = self._changed.wait_for(
+                lambda: sum(map(len, self.batches)) >= count, SAFETY_TIMEOUT
+            )
+        assert arrived, f"only {sum(map(len, self.batches))} of {count} events were written"
+
+
+def names(events: list[dict[str, Any]]) -> list[str]:
+    return [event["event"] for event in events]
+
+
+def record_then_close(metrics: BatchMetricsWriter, count: int) -> None:
+    with metrics:
+        for number in range(count):
+            metrics.record("tick", number=number)
+
+
+async def record_then_aclose(metrics: BatchMetricsWriter, count: int) -> None:
+    async with metrics:
+        for number in range(count):
+            metrics.record("tick", number=number)
+
+
+def assert_consistent(stats: WriterStats) -> None:
+    assert stats.recorded == stats.written + stats.dropped + stats.waiting + stats.unwritten
+
+
+# -- lines ---------------------------------------------------------------------------
+
+
+def test_each_line_holds_ts_event_then_the_fields(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    before = time.time()
+    with BatchMetricsWriter(path) as metrics:
+        metrics.record("llm_call", channel=123, latency_ms=812.5, tokens=240)
+    after = time.time()
+    [event] = read_metrics(path)
+    assert list(event) == ["ts", "event", "channel", "latency_ms", "tokens"]
+    assert before <= event["ts"] <= after
+    assert event == {
+        "ts": event["ts"],
+        "event": "llm_call",
+        "channel": 123,
+        "latency_ms": 812.5,
+        "tokens": 240,
+    }
+
+
+@pytest.mark.parametrize("field", ["ts", "event"])
+def test_reserved_field_names_are_refused(field: str) -> None:
+    metrics = BatchMetricsWriter(RecordingSink())
+    with pytest.raises(MetricsFieldError, match=f"the field name '{field}' is reserved"):
+        metrics.record("x", **{field: 1})
+    assert metrics.stats.recorded == 0
+
+
+# -- async with ----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_with_writes_every_event_in_order_at_close() -> None:
+    sink = RecordingSink()
+    async with BatchMetricsWriter(sink, max_batch=4, max_delay=NEVER) as metrics:
+        for number in range(10):
+            metrics.record("tick", number=number)
+    assert [event["number"] for event in sink.events] == list(range(10))
+    assert sink.closed == 1
+
+
+@pytest.mark.anyio
+async def test_full_batch_is_written_without_waiting_for_max_delay() -> None:
+    sink = RecordingSink()
+    async with BatchMetricsWriter(sink, max_batch=3, max_delay=NEVER) as metrics:
+        for number in range(3):
+            metrics.record("tick", number=number)
+        await anyio.to_thread.run_sync(sink.wait_for_events, 3)
+        assert [len(batch) for batch in sink.batches] == [3]
+
+
+@pytest.mark.anyio
+async def test_partial_batch_waits_while_max_delay_has_not_passed() -> None:
+    sink = RecordingSink()
+    async with BatchMetricsWriter(sink, max_batch=3, max_delay=NEVER) as metrics:
+        metrics.record("tick")
+        await anyio.wait_all_tasks_blocked()
+        assert sink.batches == []
+        assert metrics.stats.waiting == 1
+
+
+@pytest.mark.anyio
+async def test_partial_batch_is_written_once_max_delay_has_passed() -> None:
+    sink = RecordingSink()
+    async with BatchMetricsWriter(sink, max_batch=100, max_delay=0.01) as metrics:
+        metrics.record("lonely")
+        await anyio.to_thread.run_sync(sink.wait_for_events, 1)
+        assert metrics.stats.batches == 1
+
+
+@pytest.mark.anyio
+async def test_flush_writes_everything_recorded_so_far() -> None:
+    sink = RecordingSink()
+    async with BatchMetricsWriter(sink, max_batch=4, max_delay=NEVER) as metrics:
+        for number in range(6):
+            metrics.record("tick", number=number)
+        await metrics.flush()
+        assert metrics.stats.written == 6
+        assert [len(batch) for batch in sink.batches] == [4, 2]
+
+
+@pytest.mark.anyio
+async def test_writes_run_in_worker_threads_not_on_the_event_loop() -> None:
+    sink = RecordingSink()
+    async with BatchMetricsWriter(sink, max_batch=2, max_delay=0.01) as metrics:
+        for _ in range(5):
+            metrics.record("tick")
+        await anyio.to_thread.run_sync(sink.wait_for_events, 4)
+        await metrics.flush()
+    assert sink.threads
+    assert threading.get_ident() not in sink.threads
+
+
+@pytest.mark.anyio
+async def test_write_calls_are_events_over_max_batch_rounded_up() -> None:
+    sink = RecordingSink()
+    async with BatchMetricsWriter(sink, max_batch=50, max_delay=NEVER) as metrics:
+        for number in range(120):
+            metrics.record("tick", number=number)
+            if number % 10 == 0:
+                await anyio.lowlevel.checkpoint()
+    assert [len(batch) for batch in sink.batches] == [50, 50, 20]
+    assert metrics.stats.batches == 3
+
+
+@pytest.mark.anyio
+async def test_record_from_another_thread_wakes_the_async_flusher() -> None:
+    sink = RecordingSink()
+
+    def record_batch(metrics: BatchMetricsWriter) -> None:
+        for number in range(3):
+            metrics.record("from_thread", number=number)
+
+    async with BatchMetricsWriter(sink, max_batch=3, max_delay=NEVER) as metrics:
+        await anyio.to_thread.run_sync(record_batch, metrics)
+        await anyio.to_thread.run_sync(sink.wait_for_events, 3)
+        assert len(sink.batches) == 1
+
+
+@pytest.mark.anyio
+async def test_events_recorded_before_entering_are_written() -> None:
+    sink = RecordingSink()
+    metrics = BatchMetricsWriter(sink, max_batch=2, max_delay=NEVER)
+    metrics.record("early", number=1)
+    metrics.record("early", number=2)
+    async with metrics:
+        await anyio.to_thread.run_sync(sink.wait_for_events, 2)
+    assert names(sink.events) == ["early", "early"]
+
+
+@pytest.mark.anyio
+async def test_body_exception_propagates_after_events_are_written() -> None:
+    sink = RecordingSink()
+
+    async def crash_inside() -> None:
+        async with BatchMetricsWriter(sink, max_delay=NEVER) as metrics:
+            metrics.record("before_crash")
+            _ = 1 / 0
+
+    with pytest.raises(ZeroDivisionError):
+        await crash_inside()
+    assert names(sink.events) == ["before_crash"]
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_owner_still_writes_what_was_recorded() -> None:
+    sink = RecordingSink()
+    recorded = anyio.Event()
+
+    async def use_writer() -> None:
+        async with BatchMetricsWriter(sink, max_delay=NEVER) as metrics:
+            metrics.record("cancelled_soon")
+            recorded.set()
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(use_writer)
+        await recorded.wait()
+        task_group.cancel_scope.cancel()
+    assert names(sink.events) == ["cancelled_soon"]
+
+
+@pytest.mark.anyio
+async def test_flush_sync_on_the_event_loop_thread_is_refused() -> None:
+    async with BatchMetricsWriter(RecordingSink()) as metrics:
+        with pytest.raises(MetricsWriterStateError, match=r"await writer\.flush"):
+            metrics.flush_sync()
+
+
+@pytest.mark.anyio
+async def test_block_policy_refuses_to_block_the_event_loop() -> None:
+    sink = RecordingSink()
+    async with BatchMetricsWriter(
+        sink, max_batch=2, max_buffer=2, on_full="block", max_delay=NEVER
+    ) as metrics:
+        metrics.record("a")
+        metrics.record("b")
+        with pytest.raises(MetricsBufferFullError, match="on the event loop thread"):
+            metrics.record("c")
+    assert names(sink.events) == ["a", "b"]
+
+
+# -- with ----------------------------------------------------------------------------
+
+
+def test_with_writes_from_sync_code_through_a_background_thread() -> None:
+    sink = RecordingSink()
+    with BatchMetricsWriter(sink, max_batch=2, max_delay=NEVER) as metrics:
+        for number in range(4):
+            metrics.record("sync", number=number)
+        sink.wait_for_events(4)
+    assert [len(batch) for batch in sink.batches] == [2, 2]
+    assert threading.get_ident() not in sink.threads
+
+
+def test_with_writes_a_partial_batch_after_max_delay() -> None:
+    sink = RecordingSink()
+    with BatchMetricsWriter(sink, max_batch=100, max_delay=0.01) as metrics:
+        metrics.record("lonely")
+        sink.wait_for_events(1)
+
+
+def test_flush_sync_writes_everything_recorded_so_far() -> None:
+    sink = RecordingSink()
+    with BatchMetricsWriter(sink, max_batch=10, max_delay=NEVER) as metrics:
+        metrics.record("a")
+        metrics.record("b")
+        metrics.flush_sync()
+        assert names(sink.events) == ["a", "b"]
+
+
+def test_record_from_many_threads_at_once_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    threads, per_thread = 8, 2_000
+    start = threading.Barrier(threads)
+
+    def record_many(metrics: BatchMetricsWriter, worker: int) -> None:
+        start.wait()
+        for number in range(per_thread):
+            metrics.record("work", worker=worker, number=number)
+
+    with BatchMetricsWriter(path, max_batch=64, max_buffer=threads * per_thread) as metrics:
+        workers = [
+            threading.Thread(target=record_many, args=(metrics, worker))
+            for worker in range(threads)
+        ]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+    events = list(read_metrics(path))
+    assert metrics.stats.written == len(events) == threads * per_thread
+    for worker in range(threads):
+        numbers = [event["number"] for event in events if event["worker"] == worker]
+        assert numbers == list(range(per_thread))
+
+
+@pytest.mark.anyio
+async def test_record_from_many_threads_into_an_async_writer_loses_nothing() -> None:
+    sink = RecordingSink()
+
+    def record_many(metrics: BatchMetricsWriter, worker: int) -> None:
+        for number in range(500):
+            metrics.record("work", worker=worker, number=number)
+
+    async with (
+        BatchMetricsWriter(sink, max_batch=16, max_delay=0.01) as metrics,
+        anyio.create_task_group() as task_group,
+    ):
+        for worker in range(4):
+            task_group.start_soon(anyio.to_thread.run_sync, record_many, metrics, worker)
+    for worker in range(4):
+        numbers = [event["number"] for event in sink.events if event["worker"] == worker]
+        assert numbers == list(range(500))
+
+
+def test_an_event_recorded_while_the_final_drain_runs_is_written() -> None:
+    batches: list[list[dict[str, Any]]] = []
+
+    def sink_that_records(events: list[dict[str, Any]]) -> None:
+        batches.append(events)
+        if names(events) == ["first"]:
+            metrics.record("during_close")
+
+    metrics = BatchMetricsWriter(sink_that_records, max_delay=NEVER)
+    with metrics:
+        metrics.record("first")
+    assert [names(batch) for batch in batches] == [["first"], ["during_close"]]
+
+
+def test_block_policy_waits_for_room_and_loses_nothing() -> None:
+    sink = RecordingSink()
+
+    def produce(metrics: BatchMetricsWriter) -> None:
+        for number in range(200):
+            metrics.record("tick", number=number)
+
+    with BatchMetricsWriter(
+        sink, max_batch=2, max_buffer=2, on_full="block", max_delay=0.001
+    ) as metrics:
+        producer = threading.Thread(target=produce, args=(metrics,))
+        producer.start()
+        producer.join()
+    assert [event["number"] for event in sink.events] == list(range(200))
+    assert metrics.stats.dropped == 0
+
+
+def test_block_policy_before_entering_is_refused() -> None:
+    metrics = BatchMetricsWriter(RecordingSink(), max_batch=1, max_buffer=1, on_full="block")
+    metrics.record("fits")
+    with pytest.raises(MetricsBufferFullError, match="before the writer is entered"):
+        metrics.record("does_not_fit")
+
+
+def test_closing_wakes_a_blocked_recorder_with_an_error() -> None:
+    release = threading.Event()
+
+    def stuck_sink(events: list[dict[str, Any]]) -> None:
+        release.wait(SAFETY_TIMEOUT)
+
+    errors: list[MetricsWriterStateError] = []
+    metrics = BatchMetricsWriter(stuck_sink, max_batch=1, max_buffer=1, on_full="block")
+
+    def produce() -> None:
+        try:
+            for _ in range(3):
+                metrics.record("tick")
+        except MetricsWriterStateError as exc:
+            errors.append(exc)
+        release.set()
+
+    with metrics:
+        producer = threading.Thread(target=produce)
+        producer.start()
+        deadline = time.monotonic() + SAFETY_TIMEOUT
+        while metrics._blocked == 0 and time.monotonic() < deadline:  # white-box: it waits
+            time.sleep(0.001)
+    producer.join(SAFETY_TIMEOUT)
+    assert len(errors) == 1
+    assert "closed while record() waited for room" in str(errors[0])
+
+
+# -- drops ---------------------------------------------------------------------------
+
+
+def test_drop_oldest_keeps_the_newest_events_and_counts_the_rest() -> None:
+    sink = RecordingSink()
+    metrics = BatchMetricsWriter(sink, max_batch=3, max_buffer=3, max_delay=NEVER)
+    for number in range(5):
+        metrics.record("tick", number=number)
+    with metrics:
+        pass
+    assert [event["number"] for event in sink.events] == [2, 3, 4]
+    assert metrics.stats.dropped == 2
+    assert_consistent(metrics.stats)
+
+
+def test_drop_new_keeps_the_oldest_events_and_counts_the_rest() -> None:
+    sink = RecordingSink()
+    metrics = BatchMetricsWriter(
+        sink, max_batch=3, max_buffer=3, on_full="drop_new", max_delay=NEVER
+    )
+    for number in range(5):
+        metrics.record("tick", number=number)
+    with metrics:
+        pass
+    assert [event["number"] for event in sink.events] == [0, 1, 2]
+    assert metrics.stats.dropped == 2
+    assert metrics.stats.recorded == 5
+
+
+def test_drop_oldest_spares_a_batch_kept_for_retry() -> None:
+    sink = RecordingSink(fail_times=1)
+    metrics = BatchMetricsWriter(sink, max_batch=2, max_buffer=2, max_delay=NEVER)
+    metrics.record("kept", number=0)
+    metrics.record("kept", number=1)
+    with pytest.raises(MetricsWriteError):
+        metrics.flush_sync()
+    metrics.record("dropped")
+    with metrics:
+        pass
+    assert names(sink.events) == ["kept", "kept"]
+    assert metrics.stats.dropped == 1
+
+
+def test_a_burst_of_drops_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = BatchMetricsWriter(RecordingSink(), max_batch=1, max_buffer=1, max_delay=NEVER)
+    with caplog.at_level(logging.WARNING, logger="botperf"):
+        for _ in range(5):
+            metrics.record("tick")
+        metrics.flush_sync()
+    drops = [record for record in caplog.records if "dropped" in record.getMessage()]
+    assert len(drops) == 1
+    assert "dropped 4 metric events" in drops[0].getMessage()
+
+
+# -- failures ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_failed_writes_are_retried_until_written_in_order() -> None:
+    sink = RecordingSink(fail_times=3)
+    async with BatchMetricsWriter(
+        sink, max_batch=2, max_delay=NEVER, retry_delay=0.001, max_retry_delay=0.002
+    ) as metrics:
+        for number in range(4):
+            metrics.record("tick", number=number)
+        await anyio.to_thread.run_sync(sink.wait_for_events, 4)
+        stats = metrics.stats
+    assert [event["number"] for event in sink.events] == [0, 1, 2, 3]
+    assert stats.failed_writes == 3
+    assert stats.batches == 2
+
+
+def test_a_failed_write_is_logged_with_its_retry(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = BatchMetricsWriter(RecordingSink(fail_times=1), max_delay=NEVER)
+    metrics.record("tick")
+    with caplog.at_level(logging.WARNING, logger="botperf"), pytest.raises(MetricsWriteError):
+        metrics.flush_sync()
+    assert "could not write 1 metric events" in caplog.text
+    assert "retrying in 0.5 s" in caplog.text
+
+
+def test_flush_raises_when_a_write_fails_and_keeps_the_batch() -> None:
+    sink = RecordingSink(fail_times=1)
+    metrics = BatchMetricsWriter(sink, max_delay=NEVER)
+    metrics.record("tick")
+    with pytest.raises(MetricsWriteError, match="1 events wait") as info:
+        metrics.flush_sync()
+    assert info.value.waiting == 1
+    assert metrics.stats.waiting == 1
+    metrics.flush_sync()
+    assert names(sink.events) == ["tick"]
+    assert_consistent(metrics.stats)
+
+
+def test_close_saves_unwritten_events_beside_the_file_and_raises(tmp_path: Path) -> None:
+    directory = tmp_path / "m.jsonl"
+    directory.mkdir()  # a path that is a directory cannot be opened for writing
+    metrics = BatchMetricsWriter(directory, max_delay=NEVER)
+    with pytest.raises(
+        MetricsNotWrittenError, match="3 metric events could not be written"
+    ) as info:
+        record_then_close(metrics, 3)
+    saved = tmp_path / "m.jsonl.unwritten.jsonl"
+    assert info.value.saved_to == str(saved)
+    assert info.value.count == 3
+    assert [event["number"] for event in read_metrics(saved)] == [0, 1, 2]
+    assert metrics.stats.unwritten == 3
+    assert_consistent(metrics.stats)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only directories"
+)
+def test_read_only_directory_is_a_failed_write(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        metrics = BatchMetricsWriter(tmp_path / "m.jsonl", unwritten_path=tmp_path / "u")
+        metrics.record("tick")
+        with pytest.raises(MetricsWriteError, match="Permission denied"):
+            metrics.flush_sync()
+    finally:
+        tmp_path.chmod(0o700)
+
+
+@pytest.mark.anyio
+async def test_async_close_saves_unwritten_events_of_a_custom_sink(tmp_path: Path) -> None:
+    saved = tmp_path / "unwritten.jsonl"
+    metrics = BatchMetricsWriter(
+        RecordingSink(fail_times=99), max_delay=NEVER, unwritten_path=saved
+    )
+    with pytest.raises(MetricsNotWrittenError) as info:
+        await record_then_aclose(metrics, 1)
+    assert info.value.saved_to == str(saved)
+    assert [event["number"] for event in read_metrics(saved)] == [0]
+
+
+def test_close_says_when_saving_unwritten_events_failed_too(tmp_path: Path) -> None:
+    nowhere = tmp_path / "missing-directory" / "unwritten.jsonl"
+    metrics = BatchMetricsWriter(RecordingSink(fail_times=99), unwritten_path=nowhere)
+    with pytest.raises(MetricsNotWrittenError, match=r"failed too .* so they are lost") as info:
+        record_then_close(metrics, 1)
+    assert info.value.saved_to is None
+
+
+def test_default_unwritten_file_of_a_custom_sink_is_in_the_temp_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    metrics = BatchMetricsWriter(RecordingSink(fail_times=99))
+    with pytest.raises(MetricsNotWrittenError) as info:
+        record_then_close(metrics, 1)
+    assert info.value.saved_to is not None
+    assert Path(info.value.saved_to).parent == tmp_path
+    assert info.value.saved_to.endswith(".unwritten.jsonl")
+
+
+def test_sink_close_failure_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    class BadClose(RecordingSink):
+        def close(self) -> None:
+            raise OSError("already gone")
+
+    with caplog.at_level(logging.WARNING, logger="botperf"), BatchMetricsWriter(BadClose()):
+        pass
+    assert "closing the metrics sink" in caplog.text
+
+
+# -- sinks and lifecycle -------------------------------------------------------------
+
+
+def test_a_function_receives_each_batch_as_event_dicts() -> None:
+    batches: list[list[dict[str, Any]]] = []
+    with BatchMetricsWriter(batches.append, max_batch=2, max_delay=NEVER) as metrics:
+        metrics.record("a", value=1)
+        metrics.record("b", value=2)
+        metrics.record("c", value=3)
+    assert [names(batch) for batch in batches] == [["a", "b"], ["c"]]
+    assert batches[0][1]["value"] == 2
+
+
+def test_a_custom_sink_is_a_metrics_sink_and_is_closed_once() -> None:
+    sink = RecordingSink()
+    assert isinstance(sink, MetricsSink)
+    with BatchMetricsWriter(sink) as metrics:
+        assert metrics.sink is sink
+    assert sink.closed == 1
+
+
+def test_a_path_gets_a_json_lines_file_sink(tmp_path: Path) -> None:
+    metrics = BatchMetricsWriter(tmp_path / "m.jsonl", encoder="json")
+    assert isinstance(metrics.sink, JsonLinesFileSink)
+    assert metrics.sink.encoder == "json"
+    assert "m.jsonl" in repr(metrics)
+
+
+def test_record_after_close_is_refused() -> None:
+    with BatchMetricsWriter(RecordingSink()) as metrics:
+        pass
+    with pytest.raises(MetricsWriterStateError, match="closed"):
+        metrics.record("late")
+    assert metrics.stats.recorded == 0
+
+
+def test_a_writer_is_entered_once() -> None:
+    metrics = BatchMetricsWriter(RecordingSink())
+    with metrics:
+        pass
+    with pytest.raises(MetricsWriterStateError, match="entered once"), metrics:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_batch": 0}, "max_batch must be at least 1, got 0"),
+        ({"max_delay": 0}, "max_delay must be a positive, finite number"),
+        ({"max_delay": float("inf")}, "max_delay must be a positive, finite number"),
+        ({"max_batch": 10, "max_buffer": 5}, r"max_buffer must be at least max_batch \(10\)"),
+        ({"on_full": "explode"}, "on_full must be one of 'drop_oldest', 'drop_new', 'block'"),
+        ({"retry_delay": 0}, "0 < retry_delay <= max_retry_delay"),
+        ({"retry_delay": 2, "max_retry_delay": 1}, "0 < retry_delay <= max_retry_delay"),
+        ({"rotate_bytes": 0}, "rotate_bytes must be a positive number of bytes"),
+        ({"backups": 0}, "backups must be at least 1"),
+        ({"encoder": "pickle"}, "encoder must be 'auto', 'json' or 'orjson'"),
+    ],
+)
+def test_bad_options_fail_at_construction(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        BatchMetricsWriter(tmp_path / "m.jsonl", **options)
+
+
+@pytest.mark.parametrize("options", [{"rotate_bytes": 100}, {"fsync": True}, {"encoder": "json"}])
+def test_file_options_with_a_sink_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="apply to a file path"):
+        BatchMetricsWriter(RecordingSink(), **options)
+
+
+def test_a_target_that_is_no_sink_is_refused() -> None:
+    with pytest.raises(TypeError, match="not int"):
+        BatchMetricsWriter(42)  # type: ignore[arg-type]
