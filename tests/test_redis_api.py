@@ -7,7 +7,7 @@ import sys
 
 import botperf.redis
 
-DOCUMENTED_REDIS_API = {"RedisHistoryStore"}
+DOCUMENTED_REDIS_API = {"RedisHistoryStore", "RedisStreamSink"}
 
 # Imports run with redis-py hidden, as if `pip install botperf` had left it out.
 WITHOUT_REDIS = "import sys; sys.modules['redis'] = None; "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import redis
 from redis.asyncio import Redis
 from typing_extensions import assert_type
 
-from botperf import HistoryStats, Message
-from botperf.redis import RedisHistoryStore
+from botperf import BatchMetricsWriter, HistoryStats, Message, MetricsSink
+from botperf.redis import RedisHistoryStore, RedisStreamSink
 
 
 def archive(channel: int, messages: tuple[Message, ...]) -> None:
@@ -48,3 +49,20 @@ async def main() -> None:
 
     await store.append("general", "user", "hi")  # type: ignore[arg-type]
     RedisHistoryStore[tuple[int, int]](Redis())  # type: ignore[type-var]
+
+
+sink = RedisStreamSink(
+    "redis://localhost:6379/0",
+    stream="bot:metrics",
+    maxlen=10_000,
+    approximate=False,
+    timeout=2.0,
+    encoder="json",
+)
+shared: MetricsSink = sink
+assert_type(sink.stream, str)
+assert_type(sink.repr_values, int)
+assert_type(sink.write_batch([{"ts": 1.0, "event": "tick"}]), None)
+assert_type(RedisStreamSink(redis.Redis()).close(), None)
+writer = BatchMetricsWriter(sink, max_batch=50)
+RedisStreamSink(Redis())  # type: ignore[arg-type]

@@ -15,5 +15,6 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 from ._history import RedisHistoryStore as RedisHistoryStore
+from ._sink import RedisStreamSink as RedisStreamSink
 
-__all__ = ["RedisHistoryStore"]
+__all__ = ["RedisHistoryStore", "RedisStreamSink"]

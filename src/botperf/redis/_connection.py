@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import final
 
 import anyio
+from redis import Redis as SyncRedis
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -23,7 +24,7 @@ from .._exceptions import (
     RedisUnavailableError,
 )
 
-__all__ = ["Connection", "require_asyncio"]
+__all__ = ["Connection", "address_of", "require_asyncio", "translate_errors"]
 
 
 def require_asyncio(operation: str) -> None:
@@ -81,7 +82,7 @@ class Connection:
                 redis,
                 "a redis.asyncio.Redis client or a URL such as 'redis://host:6379/0'",
             )
-        self.address = _address(self.client)
+        self.address = address_of(self.client)
 
     @contextmanager
     def guard(self, operation: str) -> Iterator[None]:
@@ -94,16 +95,13 @@ class Connection:
         """
         require_asyncio(operation)
         try:
-            with anyio.fail_after(self.timeout):
+            # fail_after outermost: its TimeoutError is an OSError, not for translate_errors.
+            with anyio.fail_after(self.timeout), translate_errors(self.address, operation):
                 yield
         except TimeoutError as exc:
             raise RedisUnavailableError(
                 self.address, operation, f"no answer within {self.timeout:g} s"
             ) from exc
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise RedisUnavailableError(self.address, operation, str(exc) or repr(exc)) from exc
-        except redis_errors.ResponseError as exc:
-            raise RedisCommandError(operation, f"Redis answered {exc}") from exc
 
     async def aclose(self) -> None:
         """Close the client if this connection built it; a given client stays open."""
@@ -111,7 +109,24 @@ class Connection:
             await self.client.aclose()
 
 
-def _address(client: Redis) -> str:
+@contextmanager
+def translate_errors(address: str, operation: str) -> Iterator[None]:
+    """Turn redis-py's errors in the block into botperf's (sync or async clients alike).
+
+    Raises:
+        RedisUnavailableError: On a connection error or a socket timeout.
+        RedisCommandError: If Redis answered with an error.
+    """
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise RedisUnavailableError(address, operation, str(exc) or repr(exc)) from exc
+    except redis_errors.ResponseError as exc:
+        raise RedisCommandError(operation, f"Redis answered {exc}") from exc
+
+
+def address_of(client: Redis | SyncRedis) -> str:
+    """The server a client talks to, as ``host:port/db`` or ``unix:<path>``."""
     options = client.connection_pool.connection_kwargs
     if "path" in options:
         return f"unix:{options['path']}"
