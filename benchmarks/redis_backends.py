@@ -17,6 +17,17 @@ most 1,000 channels of 50 messages, first filled:
   or atomicity: what the scripts save.
 - ``redis-py PING x2 (the floor)``: two PINGs, the cost of two round trips alone.
 
+Deduplication:
+
+- ``dedup call, distinct keys``: one call at a time, each with a new key, of an async
+  function returning at once: a bare ``await``, the in-process ``Deduplicator``, and
+  ``RedisDeduplicator`` (take the lock, run, publish the outcome and free the lock).
+- ``cross-process fan-out``: 4 deduplicators, each with its own Redis client as a
+  process would have, each given 50 concurrent identical calls of a function that
+  takes 50 ms (an LLM call): executions and the time until every caller has its
+  result, for ``RedisDeduplicator`` against 4 independent in-process ``Deduplicator``
+  (what 4 bot processes would do without Redis).
+
 Round trips are counted on the client, as the writes its connections make.
 """
 
@@ -25,17 +36,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
 from redis.asyncio import Connection, Redis
 
-from botperf import HistoryStore
-from botperf.redis import RedisHistoryStore
+from botperf import Deduplicator, HistoryStore
+from botperf.redis import RedisDeduplicator, RedisHistoryStore
 from tests.redis_server import RedisServer, RedisServerError
 
-from ._harness import Measurement, Report, async_ns_per_op, ns_per_op
+from ._harness import Measurement, Report, async_ns_per_op, ns_per_op, tick
 
 CHANNELS = 1_000
 MAX_MESSAGES = 50
@@ -45,6 +57,7 @@ IN_MEMORY = "HistoryStore (in memory)"
 REDIS_STORE = "RedisHistoryStore"
 PLAIN = "redis-py, a command per step"
 PING = "redis-py PING x2 (the floor)"
+FAN_OUT_EXECUTIONS = "cross-process fan-out, 4 x 50 calls of a 50 ms function: executions"
 
 
 class CountingConnection(Connection):
@@ -166,6 +179,89 @@ async def measure_redis(url: str, quick: bool) -> list[Measurement]:
     return measurements
 
 
+async def immediate() -> int:
+    return 42
+
+
+async def measure_dedup_calls(url: str, quick: bool) -> list[Measurement]:
+    number, repeat = (500, 5) if quick else (2_000, 9)
+    keys = itertools.count()
+    measurements = []
+    async with Redis.from_url(url, connection_class=CountingConnection) as client:
+        local = Deduplicator()
+        shared = RedisDeduplicator(client)
+        operations: dict[str, Callable[[], Awaitable[object]]] = {
+            "bare await": immediate,
+            "Deduplicator (in process)": lambda: local.run(next(keys), immediate),
+            "RedisDeduplicator": lambda: shared.run(next(keys), immediate),
+        }
+        for name, operation in operations.items():
+            samples = await async_ns_per_op(operation, number=number, repeat=repeat)
+            measurements.append(
+                Measurement(
+                    group="dedup call, distinct keys, one at a time",
+                    implementation=name,
+                    unit="µs/call",
+                    samples=tuple(sample / 1_000 for sample in samples),
+                    baseline=name == "RedisDeduplicator",
+                )
+            )
+        measurements.append(
+            Measurement(
+                group="round trips per dedup call, distinct keys",
+                implementation="RedisDeduplicator",
+                unit="round trips",
+                samples=(await round_trips(operations["RedisDeduplicator"], 200),),
+            )
+        )
+    return measurements
+
+
+async def fan_out(url: str, shared: bool, processes: int, calls: int) -> tuple[float, int]:
+    """Wall time (ms) until every caller has its result, and the executions."""
+    executions = 0
+
+    async def ask_llm() -> str:
+        nonlocal executions
+        executions += 1
+        await asyncio.sleep(0.05)
+        return "Paris"
+
+    clients = [Redis.from_url(url) for _ in range(processes)]
+    deduplicators: list[Deduplicator | RedisDeduplicator] = [
+        RedisDeduplicator(client) if shared else Deduplicator() for client in clients
+    ]
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(dedup.run("capital of France", ask_llm) for dedup in deduplicators for _ in range(calls))
+    )
+    elapsed = (time.perf_counter() - start) * 1_000
+    for client in clients:
+        await client.aclose()
+    return elapsed, executions
+
+
+async def measure_fan_out(url: str, quick: bool) -> list[Measurement]:
+    repeat = 5 if quick else 9
+    measurements = []
+    for name, shared in (("RedisDeduplicator", True), ("Deduplicator per process", False)):
+        runs = []
+        for _ in range(repeat):
+            runs.append(await fan_out(url, shared, processes=4, calls=50))
+            tick()
+        for unit, index in (("ms until all answered", 0), ("executions", 1)):
+            measurements.append(
+                Measurement(
+                    group=f"cross-process fan-out, 4 x 50 calls of a 50 ms function: {unit}",
+                    implementation=name,
+                    unit="ms" if index == 0 else "executions",
+                    samples=tuple(float(run[index]) for run in runs),
+                    baseline=shared,
+                )
+            )
+    return measurements
+
+
 def run(quick: bool) -> Report:
     report = Report(name="redis_backends: botperf.redis against a local redis-server")
     try:
@@ -176,6 +272,8 @@ def run(quick: bool) -> Report:
     number, repeat = (20_000, 5) if quick else (50_000, 9)
     with server:
         redis_measurements = asyncio.run(measure_redis(server.url, quick))
+        dedup_measurements = asyncio.run(measure_dedup_calls(server.url, quick))
+        dedup_measurements += asyncio.run(measure_fan_out(server.url, quick))
     for workload, ids in WORKLOADS.items():
         group = f"history append+get, {workload} ({ids:,} channel ids, {CHANNELS:,} held)"
         samples = ns_per_op(in_memory_operation(channel_stream(ids)), number=number, repeat=repeat)
@@ -190,7 +288,14 @@ def run(quick: bool) -> Report:
         )
         report.measurements.extend(m for m in redis_measurements if m.group == group)
     report.measurements.extend(m for m in redis_measurements if m.unit == "round trips")
+    report.measurements.extend(dedup_measurements)
+    saving = report.find(FAN_OUT_EXECUTIONS, "Deduplicator per process").median
     report.notes.append(
-        "one client and one task over loopback: each call waits for its reply before the next"
+        f"cross-process saving: {saving:.0f} executions of the 50 ms function without Redis, "
+        f"{report.find(FAN_OUT_EXECUTIONS, 'RedisDeduplicator').median:.0f} with it"
+    )
+    report.notes.append(
+        "history and dedup call groups: one client and one task over loopback, each call "
+        "waiting for its reply before the next"
     )
     return report

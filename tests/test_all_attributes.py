@@ -26,6 +26,8 @@ DOCUMENTED_PUBLIC_API = {
     "MetricsFileNotFoundError",
     "RedisAsyncioRequiredError",
     "RedisCommandError",
+    "RedisKeyError",
+    "RedisRemoteError",
     "RedisUnavailableError",
     "TimerInUseError",
     "JsonLinesFileSink",

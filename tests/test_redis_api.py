@@ -7,7 +7,14 @@ import sys
 
 import botperf.redis
 
-DOCUMENTED_REDIS_API = {"RedisHistoryStore", "RedisStreamSink"}
+DOCUMENTED_REDIS_API = {
+    "Codec",
+    "JsonCodec",
+    "RedisDedupStats",
+    "RedisDeduplicator",
+    "RedisHistoryStore",
+    "RedisStreamSink",
+}
 
 # Imports run with redis-py hidden, as if `pip install botperf` had left it out.
 WITHOUT_REDIS = "import sys; sys.modules['redis'] = None; "

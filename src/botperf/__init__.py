@@ -29,6 +29,8 @@ from ._exceptions import MetricsWriteError as MetricsWriteError
 from ._exceptions import MetricsWriterStateError as MetricsWriterStateError
 from ._exceptions import RedisAsyncioRequiredError as RedisAsyncioRequiredError
 from ._exceptions import RedisCommandError as RedisCommandError
+from ._exceptions import RedisKeyError as RedisKeyError
+from ._exceptions import RedisRemoteError as RedisRemoteError
 from ._exceptions import RedisUnavailableError as RedisUnavailableError
 from ._exceptions import TimerInUseError as TimerInUseError
 from ._history import HistoryStats as HistoryStats
@@ -79,6 +81,8 @@ __all__ = [
     "MetricsWriterStateError",
     "RedisAsyncioRequiredError",
     "RedisCommandError",
+    "RedisKeyError",
+    "RedisRemoteError",
     "RedisUnavailableError",
     "TimerInUseError",
     "WriterStats",

@@ -29,6 +29,8 @@ __all__ = [
     "MetricsWriterStateError",
     "RedisAsyncioRequiredError",
     "RedisCommandError",
+    "RedisKeyError",
+    "RedisRemoteError",
     "RedisUnavailableError",
     "TimerInUseError",
 ]
@@ -353,3 +355,44 @@ class RedisAsyncioRequiredError(BotperfError, RuntimeError):
             "anyio.from_thread.start_blocking_portal('asyncio') in a worker thread"
         )
         self.operation = operation
+
+
+class RedisKeyError(BotperfError, TypeError):
+    """Raised when a ``RedisDeduplicator`` key cannot be written as JSON.
+
+    Processes agree on a key through its JSON text, so a key must be built from str,
+    int, float, bool, None, lists and tuples, and dicts with str keys.
+
+    Attributes:
+        key: The key that was given.
+    """
+
+    def __init__(self, key: object, problem: str) -> None:
+        super().__init__(
+            f"RedisDeduplicator.run(): the key {reprlib.repr(key)} cannot be written as JSON "
+            f"({problem}); build it from str, int, float, bool, None, tuples and lists, "
+            "for example (model, prompt.strip().casefold())"
+        )
+        self.key = key
+
+
+class RedisRemoteError(BotperfError, RuntimeError):
+    """Raised in callers whose shared execution raised in another process.
+
+    The exception itself stays in the process that ran the call; this error carries
+    its type's name and message.
+
+    Attributes:
+        key: The deduplication key.
+        error_type: The qualified name of the exception's type, such as ``"ValueError"``.
+        error_message: ``str()`` of the exception.
+    """
+
+    def __init__(self, key: object, error_type: str, error_message: str) -> None:
+        super().__init__(
+            f"the execution for key {reprlib.repr(key)} raised in another process: "
+            f"{error_type}: {error_message}"
+        )
+        self.key = key
+        self.error_type = error_type
+        self.error_message = error_message

@@ -7,7 +7,14 @@ from redis.asyncio import Redis
 from typing_extensions import assert_type
 
 from botperf import BatchMetricsWriter, HistoryStats, Message, MetricsSink
-from botperf.redis import RedisHistoryStore, RedisStreamSink
+from botperf.redis import (
+    Codec,
+    JsonCodec,
+    RedisDeduplicator,
+    RedisDedupStats,
+    RedisHistoryStore,
+    RedisStreamSink,
+)
 
 
 def archive(channel: int, messages: tuple[Message, ...]) -> None:
@@ -66,3 +73,27 @@ assert_type(sink.write_batch([{"ts": 1.0, "event": "tick"}]), None)
 assert_type(RedisStreamSink(redis.Redis()).close(), None)
 writer = BatchMetricsWriter(sink, max_batch=50)
 RedisStreamSink(Redis())  # type: ignore[arg-type]
+
+
+async def ask_llm(prompt: str, *, model: str) -> str:
+    return f"{model}: {prompt}"
+
+
+async def deduplicate() -> None:
+    codec: Codec = JsonCodec()
+    async with RedisDeduplicator(
+        "redis://localhost:6379/0",
+        prefix="bot:dedup:",
+        ttl=2.0,
+        codec=codec,
+        lock_ttl=10.0,
+        timeout=2.0,
+        cancel_abandoned=False,
+    ) as dedup:
+        assert_type(dedup, RedisDeduplicator)
+        assert_type(await dedup.run(("llama", "hi"), ask_llm, "hi", model="llama"), str)
+        assert_type(dedup.stats, RedisDedupStats)
+        assert_type(dedup.stats.takeovers, int)
+        assert_type(dedup.in_flight, int)
+        assert_type(await dedup.forget(("llama", "hi")), None)
+        await dedup.run("key", ask_llm, 42, model="llama")  # type: ignore[arg-type]

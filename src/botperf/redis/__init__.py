@@ -14,7 +14,18 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "pip install 'botperf[redis]' (or pip install 'redis>=5.0')"
     ) from exc
 
+from ._codec import Codec as Codec
+from ._codec import JsonCodec as JsonCodec
+from ._dedup import RedisDeduplicator as RedisDeduplicator
+from ._dedup import RedisDedupStats as RedisDedupStats
 from ._history import RedisHistoryStore as RedisHistoryStore
 from ._sink import RedisStreamSink as RedisStreamSink
 
-__all__ = ["RedisHistoryStore", "RedisStreamSink"]
+__all__ = [
+    "Codec",
+    "JsonCodec",
+    "RedisDedupStats",
+    "RedisDeduplicator",
+    "RedisHistoryStore",
+    "RedisStreamSink",
+]
