@@ -341,7 +341,7 @@ class RedisDeduplicator:
         """This process's one flight for a key: follow another process's execution, or lead."""
         keys = _Keys(self._prefix, name)
         try:
-            token = await self._follow_or_acquire(key, keys)
+            decided = await self._follow_or_acquire(key, keys)
         except RedisUnavailableError as exc:
             logger.warning(
                 "Redis unavailable, running the call for key %s in this process only: %s",
@@ -350,12 +350,12 @@ class RedisDeduplicator:
             )
             self._fallbacks += 1
             return await self._execute(fn, args, kwargs)
-        if isinstance(token, _Remote):
-            if token.error is not None:
+        if isinstance(decided, _Remote):
+            if decided.error is not None:
                 self._errors += 1
-                raise token.error
-            return token.value
-        return await self._lead(key, keys, token, fn, args, kwargs)
+                raise decided.error
+            return decided.value
+        return await self._lead(key, keys, decided, fn, args, kwargs)
 
     async def _follow_or_acquire(self, key: object, keys: _Keys) -> str | _Remote:
         """Return the outcome of a cached or remote execution, or our lock's token."""
