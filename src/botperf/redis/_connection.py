@@ -17,14 +17,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from .._exceptions import (
-    HistoryTypeError,
-    HistoryValueError,
     RedisAsyncioRequiredError,
     RedisCommandError,
     RedisUnavailableError,
 )
 
-__all__ = ["Connection", "address_of", "require_asyncio", "translate_errors"]
+__all__ = ["Connection", "address_of", "check_seconds", "require_asyncio", "translate_errors"]
 
 
 def require_asyncio(operation: str) -> None:
@@ -39,13 +37,12 @@ def require_asyncio(operation: str) -> None:
         raise RedisAsyncioRequiredError(operation) from None
 
 
-def check_timeout(timeout: float) -> float:
-    """Return ``timeout`` as a float if it is a finite number of seconds above 0."""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise HistoryTypeError("timeout", timeout, "a number of seconds above 0")
-    if not (0 < timeout < math.inf):
-        raise HistoryValueError("timeout", timeout, "a finite number of seconds above 0")
-    return float(timeout)
+def check_seconds(name: str, value: float) -> None:
+    """Raise ``TypeError`` or ``ValueError`` unless ``value`` is finite seconds above 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds above 0, not {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number of seconds above 0, not {value!r}")
 
 
 @final
@@ -56,11 +53,12 @@ class Connection:
     ``socket_connect_timeout`` and ``socket_timeout`` set to ``timeout``, retrying a
     command once on a connection error (a pooled connection that a Redis restart
     broke) but never on a timeout, which could run a non-idempotent script twice.
-    Given a client, it uses it as it is and never closes it.
+    Given a client, it uses it as it is and never closes it. Its owner has checked
+    both arguments, and raises its own errors for them.
     """
 
     def __init__(self, redis: Redis | str, timeout: float) -> None:
-        self.timeout = check_timeout(timeout)
+        self.timeout = float(timeout)
         if isinstance(redis, str):
             self.client = Redis.from_url(
                 redis,
@@ -73,15 +71,9 @@ class Connection:
                 ),
             )
             self.owned = True
-        elif isinstance(redis, Redis):
+        else:
             self.client = redis
             self.owned = False
-        else:
-            raise HistoryTypeError(
-                "redis",
-                redis,
-                "a redis.asyncio.Redis client or a URL such as 'redis://host:6379/0'",
-            )
         self.address = address_of(self.client)
 
     @contextmanager

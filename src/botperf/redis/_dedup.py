@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import reprlib
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,7 @@ from .._exceptions import (
     RedisUnavailableError,
 )
 from ._codec import Codec, JsonCodec
-from ._connection import Connection, translate_errors
+from ._connection import Connection, check_seconds, translate_errors
 
 __all__ = ["RedisDedupStats", "RedisDeduplicator"]
 
@@ -221,9 +220,9 @@ class RedisDeduplicator:
         if type(prefix) is not str or not prefix:
             raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
         if ttl is not None:
-            _check_seconds("ttl", ttl)
-        _check_seconds("lock_ttl", lock_ttl)
-        _check_seconds("timeout", timeout)
+            check_seconds("ttl", ttl)
+        check_seconds("lock_ttl", lock_ttl)
+        check_seconds("timeout", timeout)
         if codec is not None and not isinstance(codec, Codec):
             raise TypeError(f"codec must have encode() and decode() methods, not {codec!r}")
         if not isinstance(redis, (str, Redis)):
@@ -549,10 +548,3 @@ def _key_name(key: object) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _check_seconds(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds above 0, not {value!r}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number of seconds above 0, not {value!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from collections.abc import Callable
 from itertools import islice
 from typing import Any, Generic, cast, final
@@ -177,6 +178,16 @@ class RedisHistoryStore(Generic[ChannelT]):
                     "to leave room for messages",
                 )
         self._on_evict = on_evict
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise HistoryTypeError("timeout", timeout, "a number of seconds above 0")
+        if not 0 < timeout < math.inf:
+            raise HistoryValueError("timeout", timeout, "a finite number of seconds above 0")
+        if not isinstance(redis, (str, Redis)):
+            raise HistoryTypeError(
+                "redis",
+                redis,
+                "a redis.asyncio.Redis client or a URL such as 'redis://host:6379/0'",
+            )
         self._connection = Connection(redis, timeout)
         client = self._connection.client
         self._prefix = prefix

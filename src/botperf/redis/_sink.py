@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, final
 
 from redis import Redis
@@ -10,7 +9,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .._encoding import EncoderName, encode_batch, resolve_encoder
-from ._connection import address_of, translate_errors
+from ._connection import address_of, check_seconds, translate_errors
 
 __all__ = ["RedisStreamSink"]
 
@@ -68,10 +67,7 @@ class RedisStreamSink:
             raise ValueError(f"stream must be a non-empty str, not {stream!r}")
         if maxlen is not None and (type(maxlen) is not int or maxlen < 1):
             raise ValueError(f"maxlen must be an int of at least 1 or None, not {maxlen!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds above 0, not {timeout!r}")
-        if not 0 < timeout < math.inf:
-            raise ValueError(f"timeout must be a finite number of seconds above 0, not {timeout!r}")
+        check_seconds("timeout", timeout)
         self._encoder = resolve_encoder(encoder)
         if isinstance(redis, str):
             self._client = Redis.from_url(
