@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from redis_server import RedisServer, RedisServerError
 
 if TYPE_CHECKING:
     from examples.discord_bot.fake_ollama import FakeOllama
@@ -36,3 +38,26 @@ def fake_ollama() -> Iterator[FakeOllama]:
 
     with FakeOllama(time_to_first_token=0.01, token_delay=0.001) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server on a free loopback port for the whole run; skipped if not installed.
+
+    With BOTPERF_REQUIRE_REDIS=1 (as in CI), a missing redis-server fails the tests.
+    """
+    try:
+        server = RedisServer()
+    except RedisServerError as exc:
+        if os.environ.get("BOTPERF_REQUIRE_REDIS") == "1":
+            pytest.fail(f"{exc}; BOTPERF_REQUIRE_REDIS=1 requires it")
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the session's redis-server, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url

@@ -1,0 +1,31 @@
+"""botperf's primitives on Redis, for bots that run in more than one process.
+
+Needs redis-py (``pip install 'botperf[redis]'``) and asyncio: redis-py's asyncio
+client does not run on trio.
+"""
+
+from __future__ import annotations
+
+try:
+    import redis.asyncio  # noqa: F401  (checked here to name the extra to install)
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "botperf.redis needs redis-py, which is not installed: "
+        "pip install 'botperf[redis]' (or pip install 'redis>=5.0')"
+    ) from exc
+
+from ._codec import Codec as Codec
+from ._codec import JsonCodec as JsonCodec
+from ._dedup import RedisDeduplicator as RedisDeduplicator
+from ._dedup import RedisDedupStats as RedisDedupStats
+from ._history import RedisHistoryStore as RedisHistoryStore
+from ._sink import RedisStreamSink as RedisStreamSink
+
+__all__ = [
+    "Codec",
+    "JsonCodec",
+    "RedisDedupStats",
+    "RedisDeduplicator",
+    "RedisHistoryStore",
+    "RedisStreamSink",
+]

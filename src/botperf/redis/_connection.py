@@ -1,0 +1,125 @@
+"""What the Redis backends share: the asyncio check, the client, timeouts and errors."""
+
+from __future__ import annotations
+
+# Only to detect trio: redis-py's asyncio client runs on asyncio alone (see require_asyncio).
+import asyncio
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import final
+
+import anyio
+from redis import Redis as SyncRedis
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from .._exceptions import (
+    RedisAsyncioRequiredError,
+    RedisCommandError,
+    RedisUnavailableError,
+)
+
+__all__ = ["Connection", "address_of", "check_seconds", "require_asyncio", "translate_errors"]
+
+
+def require_asyncio(operation: str) -> None:
+    """Raise ``RedisAsyncioRequiredError`` unless an asyncio event loop runs this thread.
+
+    redis-py's asyncio client would otherwise fail deep inside on trio, with "no
+    running event loop"; anyio has no public way to name the running backend.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RedisAsyncioRequiredError(operation) from None
+
+
+def check_seconds(name: str, value: float) -> None:
+    """Raise ``TypeError`` or ``ValueError`` unless ``value`` is finite seconds above 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds above 0, not {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number of seconds above 0, not {value!r}")
+
+
+@final
+class Connection:
+    """A redis-py asyncio client, with one timeout per call and botperf's errors.
+
+    Given a URL, it builds a client it owns (and closes in ``aclose()``) with
+    ``socket_connect_timeout`` and ``socket_timeout`` set to ``timeout``, retrying a
+    command once on a connection error (a pooled connection that a Redis restart
+    broke) but never on a timeout, which could run a non-idempotent script twice.
+    Given a client, it uses it as it is and never closes it. Its owner has checked
+    both arguments, and raises its own errors for them.
+    """
+
+    def __init__(self, redis: Redis | str, timeout: float) -> None:
+        self.timeout = float(timeout)
+        if isinstance(redis, str):
+            self.client = Redis.from_url(
+                redis,
+                socket_connect_timeout=self.timeout,
+                socket_timeout=self.timeout,
+                retry=Retry(
+                    ExponentialWithJitterBackoff(base=0.01, cap=0.1),
+                    retries=1,
+                    supported_errors=(redis_errors.ConnectionError,),
+                ),
+            )
+            self.owned = True
+        else:
+            self.client = redis
+            self.owned = False
+        self.address = address_of(self.client)
+
+    @contextmanager
+    def guard(self, operation: str) -> Iterator[None]:
+        """Bound the block by ``timeout`` and turn redis-py's errors into botperf's.
+
+        Raises:
+            RedisAsyncioRequiredError: Outside an asyncio event loop.
+            RedisUnavailableError: On a connection error or no answer in time.
+            RedisCommandError: If Redis answered with an error.
+        """
+        require_asyncio(operation)
+        try:
+            # fail_after outermost: its TimeoutError is an OSError, not for translate_errors.
+            with anyio.fail_after(self.timeout), translate_errors(self.address, operation):
+                yield
+        except TimeoutError as exc:
+            raise RedisUnavailableError(
+                self.address, operation, f"no answer within {self.timeout:g} s"
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the client if this connection built it; a given client stays open."""
+        if self.owned:
+            await self.client.aclose()
+
+
+@contextmanager
+def translate_errors(address: str, operation: str) -> Iterator[None]:
+    """Turn redis-py's errors in the block into botperf's (sync or async clients alike).
+
+    Raises:
+        RedisUnavailableError: On a connection error or a socket timeout.
+        RedisCommandError: If Redis answered with an error.
+    """
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise RedisUnavailableError(address, operation, str(exc) or repr(exc)) from exc
+    except redis_errors.ResponseError as exc:
+        raise RedisCommandError(operation, f"Redis answered {exc}") from exc
+
+
+def address_of(client: Redis | SyncRedis) -> str:
+    """The server a client talks to, as ``host:port/db`` or ``unix:<path>``."""
+    options = client.connection_pool.connection_kwargs
+    if "path" in options:
+        return f"unix:{options['path']}"
+    return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}/{options.get('db', 0)}"
