@@ -518,6 +518,43 @@ def test_close_saves_unwritten_events_beside_the_file_and_raises(tmp_path: Path)
     assert_consistent(metrics.stats)
 
 
+def test_an_interrupt_during_the_final_write_saves_the_batch_and_propagates(
+    tmp_path: Path,
+) -> None:
+    def interrupted(events: list[dict[str, Any]]) -> None:
+        raise KeyboardInterrupt  # Ctrl-C landing while the sink writes
+
+    saved = tmp_path / "unwritten.jsonl"
+    metrics = BatchMetricsWriter(interrupted, max_delay=NEVER, unwritten_path=saved)
+    with pytest.raises(KeyboardInterrupt):
+        record_then_close(metrics, 3)
+    assert [event["number"] for event in read_metrics(saved)] == [0, 1, 2]
+    assert metrics.stats.unwritten == 3
+    assert metrics.stats.waiting == 0
+    assert_consistent(metrics.stats)
+
+
+def test_an_interrupt_during_flush_sync_keeps_the_batch_for_the_next_write() -> None:
+    sink = RecordingSink()
+    interrupts = [KeyboardInterrupt()]
+
+    class InterruptedOnce(RecordingSink):
+        def write_batch(self, events: list[dict[str, Any]]) -> None:
+            if interrupts:
+                raise interrupts.pop()
+            sink.write_batch(events)
+
+    metrics = BatchMetricsWriter(InterruptedOnce(), max_delay=NEVER)
+    metrics.record("a")
+    metrics.record("b")
+    with pytest.raises(KeyboardInterrupt):
+        metrics.flush_sync()
+    assert metrics.stats.waiting == 2
+    metrics.flush_sync()
+    assert names(sink.events) == ["a", "b"]
+    assert metrics.stats.written == 2
+
+
 @pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only directories"
 )

@@ -372,8 +372,10 @@ class BatchMetricsWriter:
         self._stopping = True
         self._thread_wakeup.set()
         assert self._thread is not None
-        self._thread.join()
-        self._close_blocking()
+        try:
+            self._thread.join()
+        finally:
+            self._close_blocking()
 
     # -- recording ---------------------------------------------------------------------
 
@@ -561,6 +563,13 @@ class BatchMetricsWriter:
                 delay,
             )
             return exc
+        except BaseException:
+            # Ctrl-C (or SystemExit) landed in the sink: the batch may not be written.
+            # Keep it for the next write or the save at close instead of losing it
+            # silently; the interruption itself is not ours to stop.
+            with self._lock:
+                self._held = events
+            raise
         with self._lock:
             self._held = None
             self._retry_at = None
@@ -602,20 +611,40 @@ class BatchMetricsWriter:
             self._room_freed.notify_all()
 
     def _close_blocking(self) -> None:
-        """Write what is left, close the sink, and save what it would not take (any thread)."""
+        """Write what is left, close the sink, and save what it would not take (any thread).
+
+        If the final writes are interrupted (Ctrl-C during a write), what is left is
+        still saved, the save is logged, and the interruption propagates.
+        """
         error: Exception | None = None
         try:
             self._flush_blocking(final=True)
         except MetricsWriteError as exc:
             error = exc
+        except BaseException:
+            self._close_sink()
+            unwritten = self._save_unwritten()
+            if unwritten is not None:
+                logger.error("closing was interrupted: %s", unwritten)
+            raise
+        self._close_sink()
+        if error is not None:
+            unwritten = self._save_unwritten()
+            if unwritten is not None:
+                raise unwritten from error
+
+    def _close_sink(self) -> None:
         try:
             self._sink.close()
         except Exception as exc:
             logger.warning("closing the metrics sink %s failed: %r", self._describe_sink(), exc)
-        if error is not None:
-            self._save_unwritten(error)
 
-    def _save_unwritten(self, cause: Exception) -> None:
+    def _save_unwritten(self) -> MetricsNotWrittenError | None:
+        """Take every event not yet written and append them to the unwritten file.
+
+        Returns:
+            The error that says how many and where, or ``None`` if none were left.
+        """
         with self._lock:
             events = list(self._held or ())
             self._held = None
@@ -627,6 +656,8 @@ class BatchMetricsWriter:
             self._drained = True
             self._retry_at = None
             self._unwritten += len(events)
+        if not events:
+            return None
         path = self._unwritten_path or self._default_unwritten_path()
         save_error: OSError | None = None
         try:
@@ -634,9 +665,7 @@ class BatchMetricsWriter:
                 file.write(encode_batch(events, "json").data)
         except OSError as exc:
             save_error = exc
-        raise MetricsNotWrittenError(
-            len(events), self._describe_sink(), path, save_error
-        ) from cause
+        return MetricsNotWrittenError(len(events), self._describe_sink(), path, save_error)
 
     def _default_unwritten_path(self) -> str:
         if isinstance(self._sink, JsonLinesFileSink):
