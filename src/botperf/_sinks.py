@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -12,6 +13,9 @@ from ._encoding import EncoderName, encode_batch, resolve_encoder
 __all__ = ["JsonLinesFileSink", "MetricsSink", "as_sink"]
 
 logger = logging.getLogger(__name__)
+
+_TAIL_BLOCK = 64 * 1024  # bytes read at a time, backwards, to find a file's last line
+_MAX_LINE_CHECKED = 16 * 1024 * 1024  # a longer unterminated last line is cut off unparsed
 
 
 @runtime_checkable
@@ -50,6 +54,13 @@ class JsonLinesFileSink:
     so a retry never leaves a broken line in the middle of the file (should even that
     fail, the fragment is logged and the next batch starts on a new line). The sink
     tracks the file's size itself: one writer per file.
+
+    A file left by a writer that was killed mid-write may end in a torn line. When the
+    sink opens a file that does not end in a newline, it cuts that fragment off and
+    logs a warning with its size, so the next event does not glue onto it; a last line
+    that is a whole JSON object, which :func:`~botperf.read_metrics` would return, is
+    kept and ended with a newline instead. The sink opens the file for reading and
+    writing to look at its end.
 
     Rotation works like :class:`logging.handlers.RotatingFileHandler`: before a batch
     that would take the file past ``rotate_bytes``, ``path`` becomes ``path.1``,
@@ -126,13 +137,14 @@ class JsonLinesFileSink:
                 batch stays in the file.
         """
         encoded = encode_batch(events, self._encoder)
-        # After a partial write that could not be cut back, end that fragment first, so
-        # it stays a line of its own and the batch's lines stay whole.
-        data = b"\n" + encoded.data if self._torn else encoded.data
         fd = self._open() if self._fd is None else self._fd
-        if self._should_rotate(len(data)):
+        if self._should_rotate(len(encoded.data)):
             self._rotate()
             fd = self._open()
+        # After a partial write that could not be cut back, or on a file whose last
+        # line is whole but unterminated, end that line first, so the batch's lines
+        # stay whole.
+        data = b"\n" + encoded.data if self._torn else encoded.data
         start = self._size
         written = 0
         try:
@@ -155,10 +167,61 @@ class JsonLinesFileSink:
             os.close(fd)
 
     def _open(self) -> int:
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        self._size = os.fstat(fd).st_size
+        # Read access too: to look at the end of a file a crashed writer left.
+        fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            self._size = self._mend_end(fd, os.fstat(fd).st_size)
+        except OSError:
+            os.close(fd)
+            raise
         self._fd = fd
         return fd
+
+    def _mend_end(self, fd: int, size: int) -> int:
+        """Make ``fd``'s file end on a line boundary before appending; return its size.
+
+        A writer killed in the middle of a write can leave the file ending in part of
+        a line. Appending to it would glue the next event onto that fragment and break
+        the file in its middle, so the fragment is cut off (it was never a whole
+        event) and a warning logged. A last line that is a whole JSON object without
+        its newline is one :func:`~botperf.read_metrics` returns: it is kept, and the
+        next batch starts with the newline it lacks. Reads the file backwards to the
+        last newline: O(length of the last line).
+        """
+        self._torn = False
+        if size == 0 or _read_at(fd, size - 1, 1) == b"\n":
+            return size
+        line_start = size
+        while line_start > 0:
+            block_start = max(0, line_start - _TAIL_BLOCK)
+            newline = _read_at(fd, block_start, line_start - block_start).rfind(b"\n")
+            if newline >= 0:
+                line_start = block_start + newline + 1
+                break
+            line_start = block_start
+        fragment = size - line_start
+        if fragment <= _MAX_LINE_CHECKED and _is_json_object(_read_at(fd, line_start, fragment)):
+            self._torn = True
+            return size
+        try:
+            os.ftruncate(fd, line_start)
+        except OSError as exc:
+            self._torn = True
+            logger.error(
+                "%s ends in a torn line of %d bytes that could not be cut off (%r); "
+                "read_metrics will report it; the next batch starts on a new line",
+                self._path,
+                fragment,
+                exc,
+            )
+            return size
+        logger.warning(
+            "dropped the torn last line of %s (%d bytes, not a whole event; a writer "
+            "was probably killed while writing it) before appending to it",
+            self._path,
+            fragment,
+        )
+        return line_start
 
     def _should_rotate(self, incoming: int) -> bool:
         return (
@@ -186,6 +249,20 @@ class JsonLinesFileSink:
                 "which read_metrics will report; the next batch starts on a new line",
                 self._path,
             )
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    """Read ``size`` bytes at ``offset`` (``os.pread`` is missing on Windows)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
+def _is_json_object(line: bytes) -> bool:
+    """Whether ``line`` parses as a JSON object, as :func:`~botperf.read_metrics` reads lines."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
 
 
 @final
