@@ -589,6 +589,42 @@ def test_close_says_when_saving_unwritten_events_failed_too(tmp_path: Path) -> N
     assert info.value.saved_to is None
 
 
+def test_close_reports_unwritten_events_it_could_not_encode_for_saving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def encoding_fails(events: object, encoder: object) -> None:
+        raise RuntimeError("cannot encode")
+
+    monkeypatch.setattr("botperf._metrics.encode_batch", encoding_fails)
+    saved = tmp_path / "unwritten.jsonl"
+    metrics = BatchMetricsWriter(RecordingSink(fail_times=99), unwritten_path=saved)
+    with pytest.raises(MetricsNotWrittenError, match=r"cannot encode.* so they are lost") as info:
+        record_then_close(metrics, 2)
+    assert info.value.count == 2
+    assert info.value.saved_to is None
+    assert not saved.exists()
+    assert metrics.stats.unwritten == 2
+    assert_consistent(metrics.stats)
+
+
+def test_a_field_whose_repr_raises_does_not_poison_its_batch(tmp_path: Path) -> None:
+    class Weird:
+        def __repr__(self) -> str:
+            raise RuntimeError("repr failed")
+
+    path = tmp_path / "m.jsonl"
+    with BatchMetricsWriter(path) as metrics:
+        metrics.record("good", number=1)
+        metrics.record("bad", value=Weird())
+        metrics.record("good", number=2)
+    assert [event.get("value") for event in read_metrics(path)] == [
+        None,
+        "<unrepresentable Weird>",
+        None,
+    ]
+    assert (metrics.stats.written, metrics.stats.repr_values) == (3, 1)
+
+
 def test_default_unwritten_file_of_a_custom_sink_is_in_the_temp_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -71,6 +71,17 @@ def test_a_value_json_cannot_hold_is_written_as_its_repr_and_counted(encoder: En
     assert one_value(Opaque(), encoder) == ("<Opaque 7>", 1)
 
 
+def test_a_value_whose_repr_raises_is_written_as_unrepresentable_and_counted(
+    encoder: Encoder,
+) -> None:
+    class Weird:
+        def __repr__(self) -> str:
+            raise RuntimeError("repr failed")
+
+    assert one_value(Weird(), encoder) == ("<unrepresentable Weird>", 1)
+    assert one_value({"deep": [Weird()]}, encoder) == ({"deep": ["<unrepresentable Weird>"]}, 1)
+
+
 def test_nested_unencodable_values_are_each_counted(encoder: Encoder) -> None:
     value, repr_values = one_value([object(), {"deep": object()}], encoder)
     assert repr_values == 2

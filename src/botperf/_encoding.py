@@ -7,8 +7,8 @@ line, ASCII-safe for the stdlib and UTF-8 for orjson; the lines parse to equal v
 
 A value JSON cannot hold never fails its batch: non-finite floats are written as
 ``null`` (what orjson does), an :class:`enum.Enum` as its value, a :class:`uuid.UUID`
-as its string, and anything else as its ``repr()`` string, counted in
-:attr:`EncodedBatch.repr_values`.
+as its string, and anything else as its ``repr()`` string (``<unrepresentable
+TypeName>`` if ``repr()`` itself raises), counted in :attr:`EncodedBatch.repr_values`.
 """
 
 from __future__ import annotations
@@ -110,7 +110,15 @@ class _Fallback:
         if isinstance(value, uuid.UUID):
             return str(value)
         self.repr_values += 1
+        return safe_repr(value)
+
+
+def safe_repr(value: object) -> str:
+    """Return ``repr(value)``, or ``<unrepresentable TypeName>`` if that raises."""
+    try:
         return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
 
 
 def _encode_orjson(events: Sequence[dict[str, Any]]) -> EncodedBatch:
@@ -119,7 +127,7 @@ def _encode_orjson(events: Sequence[dict[str, Any]]) -> EncodedBatch:
     options = _ORJSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
     try:
         data = b"".join([dumps(event, default=fallback, option=options) for event in events])
-    except TypeError:
+    except Exception:
         # Some event holds what orjson refuses (an int beyond 64 bits, a lone surrogate,
         # a tuple key): encode event by event, those through the careful stdlib path.
         fallback = _Fallback()
@@ -128,7 +136,7 @@ def _encode_orjson(events: Sequence[dict[str, Any]]) -> EncodedBatch:
             counted = fallback.repr_values
             try:
                 lines.append(dumps(event, default=fallback, option=options))
-            except TypeError:
+            except Exception:
                 fallback.repr_values = counted
                 lines.append(_encode_carefully(event, fallback).encode() + b"\n")
         data = b"".join(lines)
@@ -164,7 +172,7 @@ def _encode_json(events: Sequence[dict[str, Any]]) -> EncodedBatch:
         counted = fallback.repr_values
         try:
             lines.append(encode(event))
-        except (TypeError, ValueError, RecursionError):
+        except Exception:
             fallback.repr_values = counted
             lines.append(_encode_carefully(event, fallback))
     lines.append("")
@@ -178,9 +186,9 @@ def _encode_carefully(event: dict[str, Any], fallback: _Fallback) -> str:
         try:
             cleaned = _finite(value)
             json.dumps(cleaned, allow_nan=False, default=_Fallback())
-        except (TypeError, ValueError, RecursionError):
+        except Exception:  # whatever a value's own methods raise stays in its field
             fallback.repr_values += 1
-            cleaned = repr(value)
+            cleaned = safe_repr(value)
         safe[str(key)] = cleaned
     return json.dumps(safe, separators=(",", ":"), allow_nan=False, default=fallback)
 

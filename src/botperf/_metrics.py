@@ -659,11 +659,12 @@ class BatchMetricsWriter:
         if not events:
             return None
         path = self._unwritten_path or self._default_unwritten_path()
-        save_error: OSError | None = None
+        save_error: Exception | None = None
         try:
+            data = encode_batch(events, "json").data  # before opening: no empty file
             with open(path, "ab") as file:
-                file.write(encode_batch(events, "json").data)
-        except OSError as exc:
+                file.write(data)
+        except Exception as exc:  # the events are counted as unwritten whatever failed
             save_error = exc
         return MetricsNotWrittenError(len(events), self._describe_sink(), path, save_error)
 
