@@ -502,6 +502,28 @@ def test_flush_raises_when_a_write_fails_and_keeps_the_batch() -> None:
     assert_consistent(metrics.stats)
 
 
+def test_a_retry_gets_new_events_whatever_the_failed_attempt_did_to_them() -> None:
+    attempts: list[list[dict[str, Any]]] = []
+
+    def mutates_then_fails_once(events: list[dict[str, Any]]) -> None:
+        attempts.append([dict(event) for event in events])
+        for event in events:
+            event["ts"] = "converted in place"
+        events.append({"event": "added by the sink"})
+        if len(attempts) == 1:
+            raise ConnectionError("transient network error")
+
+    metrics = BatchMetricsWriter(mutates_then_fails_once, max_delay=NEVER)
+    metrics.record("tick", number=1)
+    with pytest.raises(MetricsWriteError):
+        metrics.flush_sync()
+    metrics.flush_sync()
+    assert len(attempts) == 2
+    assert attempts[1] == attempts[0]
+    assert isinstance(attempts[1][0]["ts"], float)
+    assert names(attempts[1]) == ["tick"]
+
+
 def test_close_saves_unwritten_events_beside_the_file_and_raises(tmp_path: Path) -> None:
     directory = tmp_path / "m.jsonl"
     directory.mkdir()  # a path that is a directory cannot be opened for writing

@@ -73,6 +73,11 @@ class WriterStats:
     repr_values: int
 
 
+def _events(entries: list[_Entry]) -> _Events:
+    """Build new event dicts for one write attempt: ``ts``, ``event``, then the fields."""
+    return [{"ts": ts, "event": name, **fields} for ts, name, fields in entries]
+
+
 def _nothing() -> None:
     """Wake nobody: no flusher runs before the writer is entered."""
 
@@ -203,7 +208,9 @@ class BatchMetricsWriter:
         self._queue: deque[_Entry] = deque()
         self._taken = 0  # events out of the queue whose write has not succeeded yet
         self._room = max_buffer  # max_buffer - _taken: the queue length that means full
-        self._held: _Events | None = None  # a failed batch kept for retry
+        # A failed batch kept for retry, as entries: each attempt gets new event dicts,
+        # whatever the sink did to those of the attempt before.
+        self._held: list[_Entry] | None = None
         self._retry_at: float | None = None  # time.monotonic() of the next retry
         self._failures_in_row = 0
         self._written = 0
@@ -532,8 +539,8 @@ class BatchMetricsWriter:
             the batch is then held for retry.
         """
         with self._lock:
-            events = self._held
-            if events is None:
+            entries = self._held
+            if entries is None:
                 count = min(limit, len(self._queue))
                 if count == 0:
                     return None
@@ -541,13 +548,12 @@ class BatchMetricsWriter:
                 entries = [pop() for _ in range(count)]
                 self._taken += count
                 self._room = self._max_buffer - self._taken
-        if events is None:
-            events = [{"ts": ts, "event": name, **fields} for ts, name, fields in entries]
+        events = _events(entries)
         try:
             self._sink.write_batch(events)
         except Exception as exc:
             with self._lock:
-                self._held = events
+                self._held = entries
                 self._failed_writes += 1
                 self._failures_in_row += 1
                 failures = self._failures_in_row
@@ -568,7 +574,7 @@ class BatchMetricsWriter:
             # Keep it for the next write or the save at close instead of losing it
             # silently; the interruption itself is not ours to stop.
             with self._lock:
-                self._held = events
+                self._held = entries
             raise
         with self._lock:
             self._held = None
@@ -646,11 +652,11 @@ class BatchMetricsWriter:
             The error that says how many and where, or ``None`` if none were left.
         """
         with self._lock:
-            events = list(self._held or ())
+            entries = self._held or []
             self._held = None
             pop = self._queue.popleft
-            entries = [pop() for _ in range(len(self._queue))]
-            events += [{"ts": ts, "event": name, **fields} for ts, name, fields in entries]
+            entries += [pop() for _ in range(len(self._queue))]
+            events = _events(entries)
             self._taken = 0
             self._room = self._max_buffer
             self._drained = True

@@ -31,7 +31,9 @@ class MetricsSink(Protocol):
 
         Args:
             events: The events in the order recorded, each a dict with ``ts``, ``event``
-                and the event's fields. The list is the sink's to keep.
+                and the event's fields. The list and its dicts are the sink's to keep or
+                change: a retry of the batch gets a new list of new dicts. The field
+                values in them are the objects given to ``record()``, not copies.
 
         Raises:
             Exception: Any exception means the batch was not written; the writer keeps
