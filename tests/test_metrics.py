@@ -4,6 +4,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -354,6 +355,29 @@ def test_an_event_recorded_while_the_final_drain_runs_is_written() -> None:
     with metrics:
         metrics.record("first")
     assert [names(batch) for batch in batches] == [["first"], ["during_close"]]
+
+
+def test_record_racing_close_returns_normally_when_the_final_drain_wrote_its_event() -> None:
+    sink = RecordingSink()
+    metrics = BatchMetricsWriter(sink, max_delay=NEVER)
+
+    class CloseRunsAfterAppend(deque[Any]):
+        """Lets the closing thread run its final drain between record()'s append and check."""
+
+        def append(self, entry: Any) -> None:
+            super().append(entry)
+            if entry[1] == "late":
+                closer = threading.Thread(target=metrics._close_blocking)
+                closer.start()
+                closer.join()
+
+    metrics._queue = CloseRunsAfterAppend()  # white-box: forces the interleaving
+    with metrics:
+        metrics.record("early")
+        metrics._stop_accepting()  # what closing does first, on the closing thread
+        metrics.record("late")  # must not raise: its event is written
+    assert names(sink.events) == ["early", "late"]
+    assert metrics.stats.written == metrics.stats.recorded == 2
 
 
 def test_block_policy_waits_for_room_and_loses_nothing() -> None:

@@ -408,10 +408,12 @@ class BatchMetricsWriter:
             self._wake()
 
     def _recorded_while_closing(self, entry: _Entry) -> None:
-        """Undo an append to a closed writer and raise; keep it if the final drain will write it.
+        """Undo an append to a closed writer and raise; keep it if the final drain takes it.
 
         The final drain marks the queue drained under the lock once it is empty, so an
-        event appended before that is written, and one appended after it is taken back.
+        event appended before that is written (or saved), and one appended after it
+        is taken back. Only an event taken back raises: one the drain took was
+        recorded, and raising would invite the caller to record it twice.
         """
         with self._lock:
             if not self._drained:
@@ -422,6 +424,8 @@ class BatchMetricsWriter:
                 if waiting is entry:
                     del self._queue[index]
                     break
+            else:
+                return  # the final drain took it before marking the queue drained
         raise MetricsWriterStateError(
             f"record({entry[1]!r}): this metrics writer is closed; record before it closes"
         )
