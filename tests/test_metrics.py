@@ -14,6 +14,7 @@ import pytest
 
 from botperf import (
     BatchMetricsWriter,
+    InvalidOptionError,
     JsonLinesFileSink,
     MetricsBufferFullError,
     MetricsFieldError,
@@ -740,28 +741,55 @@ def test_a_writer_is_entered_once() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_batch": 0}, "max_batch must be at least 1, got 0"),
-        ({"max_delay": 0}, "max_delay must be a positive, finite number"),
-        ({"max_delay": float("inf")}, "max_delay must be a positive, finite number"),
-        ({"max_batch": 10, "max_buffer": 5}, r"max_buffer must be at least max_batch \(10\)"),
+        ({"max_batch": 0}, r"\(max_batch=0\): max_batch must be an int of at least 1"),
+        ({"max_batch": 2.5}, r"\(max_batch=2.5\): max_batch must be an int of at least 1"),
+        ({"max_batch": True}, "max_batch must be an int of at least 1"),
+        ({"max_delay": 0}, "max_delay must be a finite number of seconds, above 0"),
+        ({"max_delay": float("inf")}, "max_delay must be a finite number of seconds"),
+        ({"max_delay": "60"}, "max_delay must be a finite number of seconds"),
+        ({"max_buffer": 1.5e4}, "max_buffer must be an int of at least 1"),
+        (
+            {"max_batch": 10, "max_buffer": 5},
+            r"max_buffer must be an int of at least max_batch \(10\)",
+        ),
         ({"on_full": "explode"}, "on_full must be one of 'drop_oldest', 'drop_new', 'block'"),
-        ({"retry_delay": 0}, "0 < retry_delay <= max_retry_delay"),
-        ({"retry_delay": 2, "max_retry_delay": 1}, "0 < retry_delay <= max_retry_delay"),
-        ({"rotate_bytes": 0}, "rotate_bytes must be a positive number of bytes"),
-        ({"backups": 0}, "backups must be at least 1"),
-        ({"encoder": "pickle"}, "encoder must be 'auto', 'json' or 'orjson'"),
+        ({"retry_delay": 0}, "retry_delay must be a finite number of seconds, above 0"),
+        ({"max_retry_delay": float("nan")}, "max_retry_delay must be a finite number"),
+        ({"retry_delay": 2, "max_retry_delay": 1}, r"at least retry_delay \(2 seconds\)"),
+        ({"rotate_bytes": 0}, "rotate_bytes must be an int of at least 1"),
+        ({"rotate_bytes": 1e6}, "rotate_bytes must be an int of at least 1"),
+        ({"backups": 0}, "backups must be an int of at least 1"),
+        ({"backups": 2.0}, "backups must be an int of at least 1"),
+        ({"encoder": "pickle"}, "encoder must be one of 'auto', 'json', 'orjson'"),
     ],
 )
 def test_bad_options_fail_at_construction(
     tmp_path: Path, options: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidOptionError, match=message) as info:
         BatchMetricsWriter(tmp_path / "m.jsonl", **options)
+    assert info.value.owner == "BatchMetricsWriter"
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rotate_bytes": -1}, "rotate_bytes must be an int of at least 1"),
+        ({"backups": None}, "backups must be an int of at least 1"),
+        ({"encoder": "yaml"}, "encoder must be one of 'auto', 'json', 'orjson'"),
+    ],
+)
+def test_bad_file_sink_options_fail_at_construction(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidOptionError, match=rf"JsonLinesFileSink\(.*{message}"):
+        JsonLinesFileSink(tmp_path / "m.jsonl", **options)
 
 
 @pytest.mark.parametrize("options", [{"rotate_bytes": 100}, {"fsync": True}, {"encoder": "json"}])
 def test_file_options_with_a_sink_are_refused(options: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="apply to a file path"):
+    with pytest.raises(InvalidOptionError, match="apply to a file path"):
         BatchMetricsWriter(RecordingSink(), **options)
 
 

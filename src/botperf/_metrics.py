@@ -21,11 +21,14 @@ from typing_extensions import Self
 
 from ._encoding import EncoderName, encode_batch
 from ._exceptions import (
+    InvalidOptionError,
     MetricsBufferFullError,
     MetricsFieldError,
     MetricsNotWrittenError,
     MetricsWriteError,
     MetricsWriterStateError,
+    check_int_option,
+    check_seconds_option,
 )
 from ._sinks import JsonLinesFileSink, MetricsSink, as_sink
 
@@ -121,11 +124,11 @@ class BatchMetricsWriter:
         path_or_sink: A file path (events are appended to it as JSON lines by a
             :class:`JsonLinesFileSink`), a :class:`MetricsSink`, or a function that
             receives each batch as a list of event dicts.
-        max_batch: Write when this many events wait; at least 1.
+        max_batch: Write when this many events wait; an int, at least 1.
         max_delay: Write at the latest this many seconds after the oldest waiting event
             was recorded; positive and finite.
         max_buffer: Events that may wait at most, counting a batch being written or kept
-            for retry; at least ``max_batch``. Memory stays bounded by it.
+            for retry; an int, at least ``max_batch``. Memory stays bounded by it.
         on_full: What ``record()`` does when ``max_buffer`` events wait:
             ``"drop_oldest"`` (the default) drops the oldest waiting event that is not
             part of a batch being written or retried (or the new one if there is none);
@@ -135,21 +138,22 @@ class BatchMetricsWriter:
             Every drop is counted in ``stats.dropped`` and logged once per burst.
         rotate_bytes: For a file path: rotate before the file would grow past this many
             bytes (see :class:`JsonLinesFileSink`); ``None`` never rotates.
-        backups: For a file path: rotated files to keep, at least 1.
+        backups: For a file path: rotated files to keep; an int, at least 1.
         fsync: For a file path: ``os.fsync`` after every batch (durable, one disk flush
             per batch).
         encoder: For a file path: ``"auto"`` (orjson when importable), ``"json"`` or
             ``"orjson"``.
         retry_delay: Seconds before the first retry of a failed batch; it doubles with
-            each failure in a row, up to ``max_retry_delay``.
-        max_retry_delay: The longest wait between retries, in seconds.
+            each failure in a row, up to ``max_retry_delay``; positive and finite.
+        max_retry_delay: The longest wait between retries, in seconds; finite, at least
+            ``retry_delay``.
         unwritten_path: Where events the sink never took are saved at close. By default
             ``<file>.unwritten.jsonl`` beside a file sink, or
             ``botperf-metrics-<pid>.unwritten.jsonl`` in the temp directory for other sinks.
 
     Raises:
-        ValueError: If an option is out of its range, or file options are given with a
-            sink.
+        InvalidOptionError: If an option has the wrong type or is out of its range (the
+            message gives the allowed range), or file options are given with a sink.
         TypeError: If ``path_or_sink`` is not a path, sink or function.
     """
 
@@ -169,34 +173,31 @@ class BatchMetricsWriter:
         max_retry_delay: float = 30.0,
         unwritten_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        if not 0 < max_delay < math.inf:
-            raise ValueError(
-                f"max_delay must be a positive, finite number of seconds, got {max_delay}"
-            )
+        owner = "BatchMetricsWriter"
+        self._max_batch = check_int_option(owner, "max_batch", max_batch, minimum=1)
+        self._max_delay = check_seconds_option(owner, "max_delay", max_delay)
+        self._max_buffer = check_int_option(owner, "max_buffer", max_buffer, minimum=1)
         if max_buffer < max_batch:
-            raise ValueError(
-                f"max_buffer must be at least max_batch ({max_batch}), got {max_buffer}"
+            raise InvalidOptionError(
+                owner, "max_buffer", max_buffer, f"an int of at least max_batch ({max_batch})"
             )
         if on_full not in _ON_FULL:
-            raise ValueError(
-                f"on_full must be one of {', '.join(map(repr, _ON_FULL))}, got {on_full!r}"
+            raise InvalidOptionError(
+                owner, "on_full", on_full, f"one of {', '.join(map(repr, _ON_FULL))}"
             )
-        if not 0 < retry_delay <= max_retry_delay < math.inf:
-            raise ValueError(
-                "retry_delay and max_retry_delay must satisfy 0 < retry_delay <= max_retry_delay "
-                f"< inf seconds, got {retry_delay} and {max_retry_delay}"
+        self._on_full = on_full
+        self._retry_delay = check_seconds_option(owner, "retry_delay", retry_delay)
+        self._max_retry_delay = check_seconds_option(owner, "max_retry_delay", max_retry_delay)
+        if max_retry_delay < retry_delay:
+            raise InvalidOptionError(
+                owner,
+                "max_retry_delay",
+                max_retry_delay,
+                f"at least retry_delay ({retry_delay} seconds)",
             )
         self._sink = as_sink(
             path_or_sink, rotate_bytes=rotate_bytes, backups=backups, fsync=fsync, encoder=encoder
         )
-        self._max_batch = max_batch
-        self._max_delay = float(max_delay)
-        self._max_buffer = max_buffer
-        self._on_full = on_full
-        self._retry_delay = float(retry_delay)
-        self._max_retry_delay = float(max_retry_delay)
         self._unwritten_path = None if unwritten_path is None else os.fspath(unwritten_path)
 
         # record() appends to the deque without the lock (deque.append is atomic, and a

@@ -9,11 +9,13 @@ from collections.abc import Callable
 from typing import Any, Protocol, final, runtime_checkable
 
 from ._encoding import EncoderName, encode_batch, resolve_encoder
+from ._exceptions import InvalidOptionError, check_int_option
 
 __all__ = ["JsonLinesFileSink", "MetricsSink", "as_sink"]
 
 logger = logging.getLogger(__name__)
 
+_ENCODERS = ("auto", "json", "orjson")
 _TAIL_BLOCK = 64 * 1024  # bytes read at a time, backwards, to find a file's last line
 _MAX_LINE_CHECKED = 16 * 1024 * 1024  # a longer unterminated last line is cut off unparsed
 
@@ -82,7 +84,9 @@ class JsonLinesFileSink:
             ``"json"`` or ``"orjson"``; both write the same events.
 
     Raises:
-        ValueError: If ``rotate_bytes`` is not positive or ``backups`` is below 1.
+        InvalidOptionError: If ``rotate_bytes`` is not a positive int or ``None``,
+            ``backups`` is not an int of at least 1, or ``encoder`` is not one of the
+            names above.
     """
 
     def __init__(
@@ -94,12 +98,9 @@ class JsonLinesFileSink:
         fsync: bool = False,
         encoder: EncoderName = "auto",
     ) -> None:
-        if rotate_bytes is not None and rotate_bytes < 1:
-            raise ValueError(
-                f"rotate_bytes must be a positive number of bytes or None, got {rotate_bytes}"
-            )
-        if backups < 1:
-            raise ValueError(f"backups must be at least 1, got {backups}")
+        check_file_options(
+            "JsonLinesFileSink", rotate_bytes=rotate_bytes, backups=backups, encoder=encoder
+        )
         self._path = os.fspath(path)
         self._rotate_bytes = rotate_bytes
         self._backups = backups
@@ -253,6 +254,23 @@ class JsonLinesFileSink:
             )
 
 
+def check_file_options(
+    owner: str, *, rotate_bytes: object, backups: object, encoder: object
+) -> None:
+    """Check the options of a JSON-lines file given to ``owner``.
+
+    Raises:
+        InvalidOptionError: If one is of the wrong type or out of its range.
+    """
+    if rotate_bytes is not None:
+        check_int_option(owner, "rotate_bytes", rotate_bytes, minimum=1)
+    check_int_option(owner, "backups", backups, minimum=1)
+    if encoder not in _ENCODERS:
+        raise InvalidOptionError(
+            owner, "encoder", encoder, f"one of {', '.join(map(repr, _ENCODERS))}"
+        )
+
+
 def _read_at(fd: int, offset: int, size: int) -> bytes:
     """Read ``size`` bytes at ``offset`` (``os.pread`` is missing on Windows)."""
     os.lseek(fd, offset, os.SEEK_SET)
@@ -292,18 +310,28 @@ def as_sink(
     """Return the sink for ``target``: a file path, a :class:`MetricsSink`, or a function.
 
     Raises:
-        ValueError: If file options are given with a sink or function, or are invalid.
+        InvalidOptionError: If file options are invalid, or given with a sink or function.
         TypeError: If ``target`` is none of those.
     """
+    owner = "BatchMetricsWriter"
+    check_file_options(owner, rotate_bytes=rotate_bytes, backups=backups, encoder=encoder)
     if isinstance(target, (str, os.PathLike)):
         return JsonLinesFileSink(
             target, rotate_bytes=rotate_bytes, backups=backups, fsync=fsync, encoder=encoder
         )
-    if rotate_bytes is not None or fsync or encoder != "auto":
-        raise ValueError(
-            "rotate_bytes, fsync and encoder apply to a file path; "
-            "pass them to JsonLinesFileSink(...) or handle them in your own sink"
-        )
+    for option, value, default in (
+        ("rotate_bytes", rotate_bytes, None),
+        ("fsync", fsync, False),
+        ("encoder", encoder, "auto"),
+    ):
+        if value != default:
+            raise InvalidOptionError(
+                owner,
+                option,
+                value,
+                f"left at {default!r} with a sink or function: file options apply to a "
+                "file path; pass them to JsonLinesFileSink(...) or handle them in your sink",
+            )
     if isinstance(target, MetricsSink):
         return target
     if callable(target):
