@@ -208,6 +208,31 @@ async def test_record_from_another_thread_wakes_the_async_flusher() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_full_batch_wakes_the_flusher_when_two_appends_race_past_max_batch() -> None:
+    sink = RecordingSink()
+    metrics = BatchMetricsWriter(sink, max_batch=3, max_delay=NEVER)
+
+    class OtherThreadAppendsInBetween(deque[Any]):
+        """Lets another thread's record() run whole between this append and its len()."""
+
+        def append(self, entry: Any) -> None:
+            super().append(entry)
+            if entry[1] == "third":
+                other = threading.Thread(target=metrics.record, args=("fourth",))
+                other.start()
+                other.join()
+
+    metrics._queue = OtherThreadAppendsInBetween()  # white-box: forces the interleaving
+    async with metrics:
+        metrics.record("first")
+        metrics.record("second")
+        await anyio.wait_all_tasks_blocked()  # the flusher waits for a wake-up
+        metrics.record("third")  # both appends read 4 waiting: neither saw exactly 3
+        await anyio.to_thread.run_sync(sink.wait_for_events, 3)
+        assert names(sink.batches[0]) == ["first", "second", "third"]
+
+
+@pytest.mark.anyio
 async def test_events_recorded_before_entering_are_written() -> None:
     sink = RecordingSink()
     metrics = BatchMetricsWriter(sink, max_batch=2, max_delay=NEVER)

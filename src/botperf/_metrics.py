@@ -227,6 +227,9 @@ class BatchMetricsWriter:
         self._stopping = False
 
         self._wake: Callable[[], None] = _nothing
+        # True from a wake-up until the flusher next looks at the queue, so that
+        # record() wakes it once per look, not once per event while a batch waits.
+        self._wake_pending = False
         self._loop_thread: int | None = None
         self._schedule: Callable[[Callable[[], object]], None] | None = None
         self._wakeup: anyio.Event | None = None
@@ -290,7 +293,9 @@ class BatchMetricsWriter:
         entry = (_now(), event, fields)
         queue.append(entry)
         waiting = len(queue)
-        if waiting == 1 or waiting == self._max_batch:
+        # ">=", not "==": two threads appending at once can both read max_batch + 1.
+        if (waiting == 1 or waiting >= self._max_batch) and not self._wake_pending:
+            self._wake_pending = True
             self._wake()
         if not self._accepting:  # checked after the append: see _recorded_while_closing
             self._recorded_while_closing(entry)
@@ -405,7 +410,8 @@ class BatchMetricsWriter:
                     self._queue.popleft()
             self._queue.append((time.time(), event, fields))
             waiting = len(self._queue)
-        if waiting == 1 or waiting >= self._max_batch:
+        if (waiting == 1 or waiting >= self._max_batch) and not self._wake_pending:
+            self._wake_pending = True
             self._wake()
 
     def _recorded_while_closing(self, entry: _Entry) -> None:
@@ -472,6 +478,7 @@ class BatchMetricsWriter:
     async def _flush_in_task(self) -> None:
         while True:
             self._wakeup = anyio.Event()
+            self._wake_pending = False  # before looking: a later append wakes us again
             delay = self._due_in()
             if delay == 0:
                 await anyio.to_thread.run_sync(self._write_due)
@@ -482,6 +489,7 @@ class BatchMetricsWriter:
     def _flush_in_thread(self) -> None:
         while True:
             self._thread_wakeup.clear()
+            self._wake_pending = False  # before looking: a later append wakes us again
             if self._stopping:
                 return
             delay = self._due_in()
