@@ -27,6 +27,7 @@ DOCUMENTED_PUBLIC_API = {
     "MetricsFileNotFoundError",
     "TimerInUseError",
     "JsonLinesFileSink",
+    "OnFull",
     "MetricsBufferFullError",
     "MetricsFieldError",
     "MetricsNotWrittenError",

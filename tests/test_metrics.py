@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -730,6 +731,24 @@ def test_a_function_receives_each_batch_as_event_dicts() -> None:
         metrics.record("c", value=3)
     assert [names(batch) for batch in batches] == [["a", "b"], ["c"]]
     assert batches[0][1]["value"] == 2
+
+
+def test_a_function_sink_is_named_in_error_messages() -> None:
+    def ship_to_service(events: list[dict[str, Any]]) -> None:
+        raise ConnectionError("unreachable")
+
+    metrics = BatchMetricsWriter(ship_to_service, max_delay=NEVER)
+    metrics.record("tick")
+    with pytest.raises(MetricsWriteError, match=r"to <function sink \S*ship_to_service>"):
+        metrics.flush_sync()
+    assert "object at 0x" not in repr(metrics)
+
+
+def test_stats_is_a_frozen_snapshot_without_an_instance_dict() -> None:
+    stats = BatchMetricsWriter(RecordingSink()).stats
+    assert not hasattr(stats, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.recorded = 1  # type: ignore[misc]
 
 
 def test_a_custom_sink_is_a_metrics_sink_and_is_closed_once() -> None:

@@ -37,6 +37,10 @@ __all__ = ["BatchMetricsWriter", "OnFull", "WriterStats"]
 logger = logging.getLogger(__name__)
 
 OnFull = Literal["drop_oldest", "drop_new", "block"]
+"""What ``record()`` does when the buffer is full: the values of ``on_full``.
+
+See :class:`BatchMetricsWriter` for what each one does.
+"""
 _ON_FULL = ("drop_oldest", "drop_new", "block")
 
 _now = time.time  # bound once: record() is the hot path
@@ -47,7 +51,7 @@ _Events = list[dict[str, Any]]
 
 
 @final
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WriterStats:
     """A snapshot of a :class:`BatchMetricsWriter`'s counters.
 

@@ -292,6 +292,13 @@ class _CallableSink:
     def __init__(self, function: Callable[[list[dict[str, Any]]], object]) -> None:
         self._function = function
 
+    def __repr__(self) -> str:
+        name = getattr(self._function, "__qualname__", None)
+        if name is None:
+            return f"<function sink {self._function!r}>"
+        module = getattr(self._function, "__module__", None)
+        return f"<function sink {module}.{name}>" if module else f"<function sink {name}>"
+
     def write_batch(self, events: list[dict[str, Any]]) -> None:
         self._function(events)
 
