@@ -9,6 +9,9 @@ A value JSON cannot hold never fails its batch: non-finite floats are written as
 ``null`` (what orjson does), an :class:`enum.Enum` as its value, a :class:`uuid.UUID`
 as its string, and anything else as its ``repr()`` string (``<unrepresentable
 TypeName>`` if ``repr()`` itself raises), counted in :attr:`EncodedBatch.repr_values`.
+Dict keys follow the same rules: an enum key becomes its value and a UUID key its
+string (int, float, bool and ``None`` keys are spelled as JSON spells them); a field
+holding a dict with any other key (a tuple, a datetime) is written as its ``repr()``.
 """
 
 from __future__ import annotations
@@ -41,10 +44,10 @@ c_make_encoder: Callable[..., Callable[[object, int], Sequence[str]]] | None = g
 _ORJSON_OPTIONS = 0
 if HAVE_ORJSON:
     # Pass dataclasses and datetimes to the fallback, so they become repr() strings as
-    # with the stdlib encoder, instead of orjson's own rendering.
-    _ORJSON_OPTIONS = (
-        orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
-    )
+    # with the stdlib encoder, instead of orjson's own rendering. No OPT_NON_STR_KEYS:
+    # orjson would spell enum, UUID and datetime keys its own way, so an event with a
+    # key that is not a str takes the careful path, which both encoders share.
+    _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ def _encode_carefully(event: dict[str, Any], fallback: _Fallback) -> str:
     safe: dict[str, Any] = {}
     for key, value in event.items():
         try:
-            cleaned = _finite(value)
+            cleaned = _plain(value)
             json.dumps(cleaned, allow_nan=False, default=_Fallback())
         except Exception:  # whatever a value's own methods raise stays in its field
             fallback.repr_values += 1
@@ -190,12 +193,26 @@ def _encode_carefully(event: dict[str, Any], fallback: _Fallback) -> str:
     return json.dumps(safe, separators=(",", ":"), allow_nan=False, default=fallback)
 
 
-def _finite(value: object) -> object:
-    """Return ``value`` with its non-finite floats, at any depth, replaced by ``None``."""
+def _plain(value: object) -> object:
+    """Return ``value`` as JSON can hold it, at any depth.
+
+    Non-finite floats become ``None``; dict keys that are enums become their value, and
+    UUID keys their string, as the values would. Other keys JSON cannot hold (a tuple,
+    a datetime) are left for ``json.dumps`` to refuse, so the field is written as its
+    ``repr()``.
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {_plain_key(key): _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [_plain(item) for item in value]
     return value
+
+
+def _plain_key(key: object) -> object:
+    if isinstance(key, enum.Enum):
+        return _plain_key(key.value)
+    if isinstance(key, uuid.UUID):
+        return str(key)
+    return key
