@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -742,6 +743,11 @@ def test_a_function_sink_is_named_in_error_messages() -> None:
     with pytest.raises(MetricsWriteError, match=r"to <function sink \S*ship_to_service>"):
         metrics.flush_sync()
     assert "object at 0x" not in repr(metrics)
+
+
+def test_a_nameless_callable_sink_is_described_by_its_repr() -> None:
+    metrics = BatchMetricsWriter(functools.partial(print, end=""))
+    assert "<function sink functools.partial(<built-in function print>" in repr(metrics)
 
 
 def test_stats_is_a_frozen_snapshot_without_an_instance_dict() -> None:

@@ -210,6 +210,26 @@ def test_a_torn_last_line_that_cannot_be_cut_off_stays_on_its_own_line(
     assert "could not be cut off" in caplog.text
 
 
+def test_a_file_whose_end_cannot_be_read_is_a_failed_write_retried_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"ts":1.0,"event":"a","number":-1}\n')
+    real_lseek = os.lseek
+
+    def unreadable(fd: int, position: int, how: int) -> int:
+        raise OSError(errno.EIO, "I/O error")
+
+    sink = JsonLinesFileSink(path)
+    monkeypatch.setattr(os, "lseek", unreadable)
+    with pytest.raises(OSError, match="I/O error"):
+        sink.write_batch(batch(0))
+    monkeypatch.setattr(os, "lseek", real_lseek)
+    sink.write_batch(batch(0))
+    sink.close()
+    assert numbers(path) == [-1, 0, 1, 2]
+
+
 def test_a_file_that_cannot_be_opened_is_retried_on_the_next_batch(tmp_path: Path) -> None:
     path = tmp_path / "later" / "m.jsonl"
     sink = JsonLinesFileSink(path)
