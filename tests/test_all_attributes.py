@@ -32,6 +32,7 @@ DOCUMENTED_PUBLIC_API = {
     "RedisUnavailableError",
     "TimerInUseError",
     "JsonLinesFileSink",
+    "OnFull",
     "MetricsBufferFullError",
     "MetricsFieldError",
     "MetricsNotWrittenError",

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import pytest
 
 from botperf import (
     BatchMetricsWriter,
+    InvalidOptionError,
     JsonLinesFileSink,
     MetricsBufferFullError,
     MetricsFieldError,
@@ -206,6 +210,31 @@ async def test_record_from_another_thread_wakes_the_async_flusher() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_full_batch_wakes_the_flusher_when_two_appends_race_past_max_batch() -> None:
+    sink = RecordingSink()
+    metrics = BatchMetricsWriter(sink, max_batch=3, max_delay=NEVER)
+
+    class OtherThreadAppendsInBetween(deque[Any]):
+        """Lets another thread's record() run whole between this append and its len()."""
+
+        def append(self, entry: Any) -> None:
+            super().append(entry)
+            if entry[1] == "third":
+                other = threading.Thread(target=metrics.record, args=("fourth",))
+                other.start()
+                other.join()
+
+    metrics._queue = OtherThreadAppendsInBetween()  # white-box: forces the interleaving
+    async with metrics:
+        metrics.record("first")
+        metrics.record("second")
+        await anyio.wait_all_tasks_blocked()  # the flusher waits for a wake-up
+        metrics.record("third")  # both appends read 4 waiting: neither saw exactly 3
+        await anyio.to_thread.run_sync(sink.wait_for_events, 3)
+        assert names(sink.batches[0]) == ["first", "second", "third"]
+
+
+@pytest.mark.anyio
 async def test_events_recorded_before_entering_are_written() -> None:
     sink = RecordingSink()
     metrics = BatchMetricsWriter(sink, max_batch=2, max_delay=NEVER)
@@ -356,6 +385,29 @@ def test_an_event_recorded_while_the_final_drain_runs_is_written() -> None:
     assert [names(batch) for batch in batches] == [["first"], ["during_close"]]
 
 
+def test_record_racing_close_returns_normally_when_the_final_drain_wrote_its_event() -> None:
+    sink = RecordingSink()
+    metrics = BatchMetricsWriter(sink, max_delay=NEVER)
+
+    class CloseRunsAfterAppend(deque[Any]):
+        """Lets the closing thread run its final drain between record()'s append and check."""
+
+        def append(self, entry: Any) -> None:
+            super().append(entry)
+            if entry[1] == "late":
+                closer = threading.Thread(target=metrics._close_blocking)
+                closer.start()
+                closer.join()
+
+    metrics._queue = CloseRunsAfterAppend()  # white-box: forces the interleaving
+    with metrics:
+        metrics.record("early")
+        metrics._stop_accepting()  # what closing does first, on the closing thread
+        metrics.record("late")  # must not raise: its event is written
+    assert names(sink.events) == ["early", "late"]
+    assert metrics.stats.written == metrics.stats.recorded == 2
+
+
 def test_block_policy_waits_for_room_and_loses_nothing() -> None:
     sink = RecordingSink()
 
@@ -502,6 +554,28 @@ def test_flush_raises_when_a_write_fails_and_keeps_the_batch() -> None:
     assert_consistent(metrics.stats)
 
 
+def test_a_retry_gets_new_events_whatever_the_failed_attempt_did_to_them() -> None:
+    attempts: list[list[dict[str, Any]]] = []
+
+    def mutates_then_fails_once(events: list[dict[str, Any]]) -> None:
+        attempts.append([dict(event) for event in events])
+        for event in events:
+            event["ts"] = "converted in place"
+        events.append({"event": "added by the sink"})
+        if len(attempts) == 1:
+            raise ConnectionError("transient network error")
+
+    metrics = BatchMetricsWriter(mutates_then_fails_once, max_delay=NEVER)
+    metrics.record("tick", number=1)
+    with pytest.raises(MetricsWriteError):
+        metrics.flush_sync()
+    metrics.flush_sync()
+    assert len(attempts) == 2
+    assert attempts[1] == attempts[0]
+    assert isinstance(attempts[1][0]["ts"], float)
+    assert names(attempts[1]) == ["tick"]
+
+
 def test_close_saves_unwritten_events_beside_the_file_and_raises(tmp_path: Path) -> None:
     directory = tmp_path / "m.jsonl"
     directory.mkdir()  # a path that is a directory cannot be opened for writing
@@ -516,6 +590,43 @@ def test_close_saves_unwritten_events_beside_the_file_and_raises(tmp_path: Path)
     assert [event["number"] for event in read_metrics(saved)] == [0, 1, 2]
     assert metrics.stats.unwritten == 3
     assert_consistent(metrics.stats)
+
+
+def test_an_interrupt_during_the_final_write_saves_the_batch_and_propagates(
+    tmp_path: Path,
+) -> None:
+    def interrupted(events: list[dict[str, Any]]) -> None:
+        raise KeyboardInterrupt  # Ctrl-C landing while the sink writes
+
+    saved = tmp_path / "unwritten.jsonl"
+    metrics = BatchMetricsWriter(interrupted, max_delay=NEVER, unwritten_path=saved)
+    with pytest.raises(KeyboardInterrupt):
+        record_then_close(metrics, 3)
+    assert [event["number"] for event in read_metrics(saved)] == [0, 1, 2]
+    assert metrics.stats.unwritten == 3
+    assert metrics.stats.waiting == 0
+    assert_consistent(metrics.stats)
+
+
+def test_an_interrupt_during_flush_sync_keeps_the_batch_for_the_next_write() -> None:
+    sink = RecordingSink()
+    interrupts = [KeyboardInterrupt()]
+
+    class InterruptedOnce(RecordingSink):
+        def write_batch(self, events: list[dict[str, Any]]) -> None:
+            if interrupts:
+                raise interrupts.pop()
+            sink.write_batch(events)
+
+    metrics = BatchMetricsWriter(InterruptedOnce(), max_delay=NEVER)
+    metrics.record("a")
+    metrics.record("b")
+    with pytest.raises(KeyboardInterrupt):
+        metrics.flush_sync()
+    assert metrics.stats.waiting == 2
+    metrics.flush_sync()
+    assert names(sink.events) == ["a", "b"]
+    assert metrics.stats.written == 2
 
 
 @pytest.mark.skipif(
@@ -550,6 +661,42 @@ def test_close_says_when_saving_unwritten_events_failed_too(tmp_path: Path) -> N
     with pytest.raises(MetricsNotWrittenError, match=r"failed too .* so they are lost") as info:
         record_then_close(metrics, 1)
     assert info.value.saved_to is None
+
+
+def test_close_reports_unwritten_events_it_could_not_encode_for_saving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def encoding_fails(events: object, encoder: object) -> None:
+        raise RuntimeError("cannot encode")
+
+    monkeypatch.setattr("botperf._metrics.encode_batch", encoding_fails)
+    saved = tmp_path / "unwritten.jsonl"
+    metrics = BatchMetricsWriter(RecordingSink(fail_times=99), unwritten_path=saved)
+    with pytest.raises(MetricsNotWrittenError, match=r"cannot encode.* so they are lost") as info:
+        record_then_close(metrics, 2)
+    assert info.value.count == 2
+    assert info.value.saved_to is None
+    assert not saved.exists()
+    assert metrics.stats.unwritten == 2
+    assert_consistent(metrics.stats)
+
+
+def test_a_field_whose_repr_raises_does_not_poison_its_batch(tmp_path: Path) -> None:
+    class Weird:
+        def __repr__(self) -> str:
+            raise RuntimeError("repr failed")
+
+    path = tmp_path / "m.jsonl"
+    with BatchMetricsWriter(path) as metrics:
+        metrics.record("good", number=1)
+        metrics.record("bad", value=Weird())
+        metrics.record("good", number=2)
+    assert [event.get("value") for event in read_metrics(path)] == [
+        None,
+        "<unrepresentable Weird>",
+        None,
+    ]
+    assert (metrics.stats.written, metrics.stats.repr_values) == (3, 1)
 
 
 def test_default_unwritten_file_of_a_custom_sink_is_in_the_temp_directory(
@@ -587,6 +734,29 @@ def test_a_function_receives_each_batch_as_event_dicts() -> None:
     assert batches[0][1]["value"] == 2
 
 
+def test_a_function_sink_is_named_in_error_messages() -> None:
+    def ship_to_service(events: list[dict[str, Any]]) -> None:
+        raise ConnectionError("unreachable")
+
+    metrics = BatchMetricsWriter(ship_to_service, max_delay=NEVER)
+    metrics.record("tick")
+    with pytest.raises(MetricsWriteError, match=r"to <function sink \S*ship_to_service>"):
+        metrics.flush_sync()
+    assert "object at 0x" not in repr(metrics)
+
+
+def test_a_nameless_callable_sink_is_described_by_its_repr() -> None:
+    metrics = BatchMetricsWriter(functools.partial(print, end=""))
+    assert "<function sink functools.partial(<built-in function print>" in repr(metrics)
+
+
+def test_stats_is_a_frozen_snapshot_without_an_instance_dict() -> None:
+    stats = BatchMetricsWriter(RecordingSink()).stats
+    assert not hasattr(stats, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.recorded = 1  # type: ignore[misc]
+
+
 def test_a_custom_sink_is_a_metrics_sink_and_is_closed_once() -> None:
     sink = RecordingSink()
     assert isinstance(sink, MetricsSink)
@@ -621,28 +791,55 @@ def test_a_writer_is_entered_once() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_batch": 0}, "max_batch must be at least 1, got 0"),
-        ({"max_delay": 0}, "max_delay must be a positive, finite number"),
-        ({"max_delay": float("inf")}, "max_delay must be a positive, finite number"),
-        ({"max_batch": 10, "max_buffer": 5}, r"max_buffer must be at least max_batch \(10\)"),
+        ({"max_batch": 0}, r"\(max_batch=0\): max_batch must be an int of at least 1"),
+        ({"max_batch": 2.5}, r"\(max_batch=2.5\): max_batch must be an int of at least 1"),
+        ({"max_batch": True}, "max_batch must be an int of at least 1"),
+        ({"max_delay": 0}, "max_delay must be a finite number of seconds, above 0"),
+        ({"max_delay": float("inf")}, "max_delay must be a finite number of seconds"),
+        ({"max_delay": "60"}, "max_delay must be a finite number of seconds"),
+        ({"max_buffer": 1.5e4}, "max_buffer must be an int of at least 1"),
+        (
+            {"max_batch": 10, "max_buffer": 5},
+            r"max_buffer must be an int of at least max_batch \(10\)",
+        ),
         ({"on_full": "explode"}, "on_full must be one of 'drop_oldest', 'drop_new', 'block'"),
-        ({"retry_delay": 0}, "0 < retry_delay <= max_retry_delay"),
-        ({"retry_delay": 2, "max_retry_delay": 1}, "0 < retry_delay <= max_retry_delay"),
-        ({"rotate_bytes": 0}, "rotate_bytes must be a positive number of bytes"),
-        ({"backups": 0}, "backups must be at least 1"),
-        ({"encoder": "pickle"}, "encoder must be 'auto', 'json' or 'orjson'"),
+        ({"retry_delay": 0}, "retry_delay must be a finite number of seconds, above 0"),
+        ({"max_retry_delay": float("nan")}, "max_retry_delay must be a finite number"),
+        ({"retry_delay": 2, "max_retry_delay": 1}, r"at least retry_delay \(2 seconds\)"),
+        ({"rotate_bytes": 0}, "rotate_bytes must be an int of at least 1"),
+        ({"rotate_bytes": 1e6}, "rotate_bytes must be an int of at least 1"),
+        ({"backups": 0}, "backups must be an int of at least 1"),
+        ({"backups": 2.0}, "backups must be an int of at least 1"),
+        ({"encoder": "pickle"}, "encoder must be one of 'auto', 'json', 'orjson'"),
     ],
 )
 def test_bad_options_fail_at_construction(
     tmp_path: Path, options: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidOptionError, match=message) as info:
         BatchMetricsWriter(tmp_path / "m.jsonl", **options)
+    assert info.value.owner == "BatchMetricsWriter"
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rotate_bytes": -1}, "rotate_bytes must be an int of at least 1"),
+        ({"backups": None}, "backups must be an int of at least 1"),
+        ({"encoder": "yaml"}, "encoder must be one of 'auto', 'json', 'orjson'"),
+    ],
+)
+def test_bad_file_sink_options_fail_at_construction(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidOptionError, match=rf"JsonLinesFileSink\(.*{message}"):
+        JsonLinesFileSink(tmp_path / "m.jsonl", **options)
 
 
 @pytest.mark.parametrize("options", [{"rotate_bytes": 100}, {"fsync": True}, {"encoder": "json"}])
 def test_file_options_with_a_sink_are_refused(options: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="apply to a file path"):
+    with pytest.raises(InvalidOptionError, match="apply to a file path"):
         BatchMetricsWriter(RecordingSink(), **options)
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from botperf import InvalidOptionError
 from botperf._encoding import encode_batch, resolve_encoder
 
 Encoder = Literal["json", "orjson"]
@@ -22,14 +23,69 @@ json_scalars = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text()
 )
+
+
+class Key(enum.Enum):
+    RED = "red"
+    ONE = 1
+
+
+class StrKey(str, enum.Enum):
+    BLUE = "blue"
+
+
+# Keys JSON has no form for: enums and UUIDs are written as their value and string,
+# a dict with a datetime key makes its field a repr() string.
+odd_keys = (
+    st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.sampled_from([*Key, *StrKey])
+    | st.uuids()
+    | st.datetimes()
+)
 json_values = st.recursive(
     json_scalars,
     lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=3) | odd_keys, children, max_size=4)
     ),
     max_leaves=12,
 )
 events = st.dictionaries(st.text(), json_values, max_size=5)
+
+
+def key_as_written(key: object) -> object:
+    if isinstance(key, enum.Enum):
+        return key_as_written(key.value)
+    if isinstance(key, uuid.UUID):
+        return str(key)
+    return key
+
+
+def has_unwritable_key(value: object) -> bool:
+    if isinstance(value, list):
+        return any(map(has_unwritable_key, value))
+    if isinstance(value, dict):
+        return any(
+            not isinstance(key_as_written(key), (str, int)) or has_unwritable_key(item)
+            for key, item in value.items()
+        )
+    return False
+
+
+def as_written(value: object) -> object:
+    """The model: what both encoders promise to write for a value without odd keys."""
+    if isinstance(value, list):
+        return [as_written(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key_as_written(key)): as_written(item) for key, item in value.items()}
+    return value
+
+
+def event_as_written(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: repr(value) if has_unwritable_key(value) else as_written(value)
+        for name, value in event.items()
+    }
 
 
 @pytest.fixture(params=["json", "orjson"])
@@ -50,12 +106,26 @@ def one_value(value: object, encoder: Encoder) -> tuple[object, int]:
     return event["value"], batch.repr_values
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(batch=st.lists(events, max_size=10))
 def test_both_encoders_write_the_same_events(batch: list[dict[str, Any]]) -> None:
-    from_json = decode(encode_batch(batch, "json").data) if batch else []
-    from_orjson = decode(encode_batch(batch, "orjson").data) if batch else []
-    assert from_json == from_orjson == batch
+    with_json, with_orjson = encode_batch(batch, "json"), encode_batch(batch, "orjson")
+    from_json = decode(with_json.data) if batch else []
+    from_orjson = decode(with_orjson.data) if batch else []
+    assert from_json == from_orjson == [event_as_written(event) for event in batch]
+    assert with_json.repr_values == with_orjson.repr_values
+
+
+def test_enum_and_uuid_dict_keys_are_written_as_their_value_and_string(
+    encoder: Encoder,
+) -> None:
+    value = {Key.RED: 1, Key.ONE: 2, StrKey.BLUE: 3, uuid.UUID(int=7): 4}
+    assert one_value(value, encoder) == ({"red": 1, "1": 2, "blue": 3, str(uuid.UUID(int=7)): 4}, 0)
+
+
+def test_a_dict_with_datetime_keys_is_written_as_its_repr(encoder: Encoder) -> None:
+    value = {datetime.datetime(2024, 5, 1): 1}
+    assert one_value(value, encoder) == (repr(value), 1)
 
 
 def test_one_line_per_event_each_a_compact_object(encoder: Encoder) -> None:
@@ -69,6 +139,17 @@ def test_a_value_json_cannot_hold_is_written_as_its_repr_and_counted(encoder: En
             return "<Opaque 7>"
 
     assert one_value(Opaque(), encoder) == ("<Opaque 7>", 1)
+
+
+def test_a_value_whose_repr_raises_is_written_as_unrepresentable_and_counted(
+    encoder: Encoder,
+) -> None:
+    class Weird:
+        def __repr__(self) -> str:
+            raise RuntimeError("repr failed")
+
+    assert one_value(Weird(), encoder) == ("<unrepresentable Weird>", 1)
+    assert one_value({"deep": [Weird()]}, encoder) == ({"deep": ["<unrepresentable Weird>"]}, 1)
 
 
 def test_nested_unencodable_values_are_each_counted(encoder: Encoder) -> None:
@@ -133,5 +214,10 @@ def test_one_odd_event_does_not_change_the_others(encoder: Encoder) -> None:
 
 
 def test_auto_picks_orjson_when_it_is_importable() -> None:
-    assert resolve_encoder("auto") == "orjson"
-    assert resolve_encoder("json") == "json"
+    assert resolve_encoder("auto", owner="Sink") == "orjson"
+    assert resolve_encoder("json", owner="Sink") == "json"
+
+
+def test_an_unknown_encoder_is_an_invalid_option_naming_its_owner() -> None:
+    with pytest.raises(InvalidOptionError, match=r"Sink\(encoder='yaml'\): encoder must be one of"):
+        resolve_encoder("yaml", owner="Sink")

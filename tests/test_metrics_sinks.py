@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,78 @@ def test_a_fragment_that_cannot_be_cut_back_stays_on_its_own_line(
         list(read_metrics(path))
     assert "could not cut" in caplog.text
     assert [line.count(b'"number"') for line in lines[1:-1]] == [1, 1, 1]
+
+
+def test_a_torn_last_line_left_by_a_crash_is_cut_off_before_appending(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"ts":1.0,"event":"a","number":-1}\n{"ts":2.0,"ev')
+    sink = JsonLinesFileSink(path)
+    with caplog.at_level(logging.WARNING, logger="botperf"):
+        sink.write_batch(batch(0))
+    sink.close()
+    assert numbers(path) == [-1, 0, 1, 2]
+    assert "dropped the torn last line" in caplog.text
+    assert "(13 bytes, not a whole event" in caplog.text
+
+
+def test_a_file_that_is_one_torn_line_is_emptied_before_appending(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    torn = b'{"ts":2.0,"event":"long","text":"' + b"x" * 200_000  # spans several reads
+    path.write_bytes(torn)
+    sink = JsonLinesFileSink(path)
+    sink.write_batch(batch(0))
+    sink.close()
+    assert numbers(path) == [0, 1, 2]
+    assert path.read_bytes().startswith(b'{"ts":')
+    assert b"long" not in path.read_bytes()
+
+
+def test_a_whole_last_line_without_its_newline_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"ts":1.0,"event":"a","number":-1}')
+    sink = JsonLinesFileSink(path)
+    sink.write_batch(batch(0))
+    sink.close()
+    assert numbers(path) == [-1, 0, 1, 2]
+
+
+def test_a_torn_last_line_that_cannot_be_cut_off_stays_on_its_own_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"ts":1.0,"event":"a","number":-1}\n{"ts":2.0,"ev')
+
+    def cannot_truncate(fd: int, size: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "ftruncate", cannot_truncate)
+    sink = JsonLinesFileSink(path)
+    sink.write_batch(batch(0))
+    sink.close()
+    assert path.read_bytes().split(b"\n")[1] == b'{"ts":2.0,"ev'
+    assert "could not be cut off" in caplog.text
+
+
+def test_a_file_whose_end_cannot_be_read_is_a_failed_write_retried_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"ts":1.0,"event":"a","number":-1}\n')
+    real_lseek = os.lseek
+
+    def unreadable(fd: int, position: int, how: int) -> int:
+        raise OSError(errno.EIO, "I/O error")
+
+    sink = JsonLinesFileSink(path)
+    monkeypatch.setattr(os, "lseek", unreadable)
+    with pytest.raises(OSError, match="I/O error"):
+        sink.write_batch(batch(0))
+    monkeypatch.setattr(os, "lseek", real_lseek)
+    sink.write_batch(batch(0))
+    sink.close()
+    assert numbers(path) == [-1, 0, 1, 2]
 
 
 def test_a_file_that_cannot_be_opened_is_retried_on_the_next_batch(tmp_path: Path) -> None:

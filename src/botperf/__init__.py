@@ -43,6 +43,7 @@ from ._history import approximate_tokens as approximate_tokens
 from ._latency import LatencyRecorder as LatencyRecorder
 from ._latency import LatencyStats as LatencyStats
 from ._metrics import BatchMetricsWriter as BatchMetricsWriter
+from ._metrics import OnFull as OnFull
 from ._metrics import WriterStats as WriterStats
 from ._profiling import profile as profile
 from ._profiling import timed as timed
@@ -84,6 +85,7 @@ __all__ = [
     "MetricsSink",
     "MetricsWriteError",
     "MetricsWriterStateError",
+    "OnFull",
     "RedisAsyncioRequiredError",
     "RedisCommandError",
     "RedisKeyError",

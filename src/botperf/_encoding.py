@@ -7,8 +7,11 @@ line, ASCII-safe for the stdlib and UTF-8 for orjson; the lines parse to equal v
 
 A value JSON cannot hold never fails its batch: non-finite floats are written as
 ``null`` (what orjson does), an :class:`enum.Enum` as its value, a :class:`uuid.UUID`
-as its string, and anything else as its ``repr()`` string, counted in
-:attr:`EncodedBatch.repr_values`.
+as its string, and anything else as its ``repr()`` string (``<unrepresentable
+TypeName>`` if ``repr()`` itself raises), counted in :attr:`EncodedBatch.repr_values`.
+Dict keys follow the same rules: an enum key becomes its value and a UUID key its
+string (int, float, bool and ``None`` keys are spelled as JSON spells them); a field
+holding a dict with any other key (a tuple, a datetime) is written as its ``repr()``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
-__all__ = ["HAVE_ORJSON", "EncodedBatch", "EncoderName", "encode_batch", "resolve_encoder"]
+from ._exceptions import InvalidOptionError
+
+__all__ = [
+    "ENCODER_NAMES",
+    "HAVE_ORJSON",
+    "EncodedBatch",
+    "EncoderName",
+    "encode_batch",
+    "resolve_encoder",
+]
 
 EncoderName = Literal["auto", "json", "orjson"]
 
@@ -41,10 +53,10 @@ c_make_encoder: Callable[..., Callable[[object, int], Sequence[str]]] | None = g
 _ORJSON_OPTIONS = 0
 if HAVE_ORJSON:
     # Pass dataclasses and datetimes to the fallback, so they become repr() strings as
-    # with the stdlib encoder, instead of orjson's own rendering.
-    _ORJSON_OPTIONS = (
-        orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
-    )
+    # with the stdlib encoder, instead of orjson's own rendering. No OPT_NON_STR_KEYS:
+    # orjson would spell enum, UUID and datetime keys its own way, so an event with a
+    # key that is not a str takes the careful path, which both encoders share.
+    _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 @dataclass(frozen=True)
@@ -61,11 +73,18 @@ class EncodedBatch:
     repr_values: int
 
 
-def resolve_encoder(name: str) -> Literal["json", "orjson"]:
+ENCODER_NAMES: tuple[EncoderName, ...] = ("auto", "json", "orjson")
+
+
+def resolve_encoder(name: object, *, owner: str) -> Literal["json", "orjson"]:
     """Return the encoder to use for ``name``: ``"auto"`` picks orjson when importable.
 
+    Args:
+        name: The ``encoder`` option as given.
+        owner: The class it was given to, named in the error.
+
     Raises:
-        ValueError: If ``name`` is not one of ``"auto"``, ``"json"``, ``"orjson"``.
+        InvalidOptionError: If ``name`` is not one of `ENCODER_NAMES`.
         ImportError: If ``"orjson"`` is asked for and it is not installed.
     """
     if name == "auto":
@@ -76,7 +95,9 @@ def resolve_encoder(name: str) -> Literal["json", "orjson"]:
         if not HAVE_ORJSON:  # pragma: no cover - orjson is installed in the test environment
             raise ImportError("encoder='orjson' needs orjson: pip install 'botperf[fast]'")
         return "orjson"
-    raise ValueError(f"encoder must be 'auto', 'json' or 'orjson', not {name!r}")
+    raise InvalidOptionError(
+        owner, "encoder", name, f"one of {', '.join(map(repr, ENCODER_NAMES))}"
+    )
 
 
 def encode_batch(
@@ -110,7 +131,15 @@ class _Fallback:
         if isinstance(value, uuid.UUID):
             return str(value)
         self.repr_values += 1
+        return safe_repr(value)
+
+
+def safe_repr(value: object) -> str:
+    """Return ``repr(value)``, or ``<unrepresentable TypeName>`` if that raises."""
+    try:
         return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
 
 
 def _encode_orjson(events: Sequence[dict[str, Any]]) -> EncodedBatch:
@@ -119,7 +148,7 @@ def _encode_orjson(events: Sequence[dict[str, Any]]) -> EncodedBatch:
     options = _ORJSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
     try:
         data = b"".join([dumps(event, default=fallback, option=options) for event in events])
-    except TypeError:
+    except Exception:
         # Some event holds what orjson refuses (an int beyond 64 bits, a lone surrogate,
         # a tuple key): encode event by event, those through the careful stdlib path.
         fallback = _Fallback()
@@ -128,7 +157,7 @@ def _encode_orjson(events: Sequence[dict[str, Any]]) -> EncodedBatch:
             counted = fallback.repr_values
             try:
                 lines.append(dumps(event, default=fallback, option=options))
-            except TypeError:
+            except Exception:
                 fallback.repr_values = counted
                 lines.append(_encode_carefully(event, fallback).encode() + b"\n")
         data = b"".join(lines)
@@ -164,7 +193,7 @@ def _encode_json(events: Sequence[dict[str, Any]]) -> EncodedBatch:
         counted = fallback.repr_values
         try:
             lines.append(encode(event))
-        except (TypeError, ValueError, RecursionError):
+        except Exception:
             fallback.repr_values = counted
             lines.append(_encode_carefully(event, fallback))
     lines.append("")
@@ -176,21 +205,35 @@ def _encode_carefully(event: dict[str, Any], fallback: _Fallback) -> str:
     safe: dict[str, Any] = {}
     for key, value in event.items():
         try:
-            cleaned = _finite(value)
+            cleaned = _plain(value)
             json.dumps(cleaned, allow_nan=False, default=_Fallback())
-        except (TypeError, ValueError, RecursionError):
+        except Exception:  # whatever a value's own methods raise stays in its field
             fallback.repr_values += 1
-            cleaned = repr(value)
+            cleaned = safe_repr(value)
         safe[str(key)] = cleaned
     return json.dumps(safe, separators=(",", ":"), allow_nan=False, default=fallback)
 
 
-def _finite(value: object) -> object:
-    """Return ``value`` with its non-finite floats, at any depth, replaced by ``None``."""
+def _plain(value: object) -> object:
+    """Return ``value`` as JSON can hold it, at any depth.
+
+    Non-finite floats become ``None``; dict keys that are enums become their value, and
+    UUID keys their string, as the values would. Other keys JSON cannot hold (a tuple,
+    a datetime) are left for ``json.dumps`` to refuse, so the field is written as its
+    ``repr()``.
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {_plain_key(key): _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [_plain(item) for item in value]
     return value
+
+
+def _plain_key(key: object) -> object:
+    if isinstance(key, enum.Enum):
+        return _plain_key(key.value)
+    if isinstance(key, uuid.UUID):
+        return str(key)
+    return key

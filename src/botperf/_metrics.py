@@ -21,11 +21,14 @@ from typing_extensions import Self
 
 from ._encoding import EncoderName, encode_batch
 from ._exceptions import (
+    InvalidOptionError,
     MetricsBufferFullError,
     MetricsFieldError,
     MetricsNotWrittenError,
     MetricsWriteError,
     MetricsWriterStateError,
+    check_int_option,
+    check_seconds_option,
 )
 from ._sinks import JsonLinesFileSink, MetricsSink, as_sink
 
@@ -34,6 +37,10 @@ __all__ = ["BatchMetricsWriter", "OnFull", "WriterStats"]
 logger = logging.getLogger(__name__)
 
 OnFull = Literal["drop_oldest", "drop_new", "block"]
+"""What ``record()`` does when the buffer is full: the values of ``on_full``.
+
+See :class:`BatchMetricsWriter` for what each one does.
+"""
 _ON_FULL = ("drop_oldest", "drop_new", "block")
 
 _now = time.time  # bound once: record() is the hot path
@@ -44,7 +51,7 @@ _Events = list[dict[str, Any]]
 
 
 @final
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WriterStats:
     """A snapshot of a :class:`BatchMetricsWriter`'s counters.
 
@@ -71,6 +78,11 @@ class WriterStats:
     waiting: int
     unwritten: int
     repr_values: int
+
+
+def _events(entries: list[_Entry]) -> _Events:
+    """Build new event dicts for one write attempt: ``ts``, ``event``, then the fields."""
+    return [{"ts": ts, "event": name, **fields} for ts, name, fields in entries]
 
 
 def _nothing() -> None:
@@ -116,11 +128,11 @@ class BatchMetricsWriter:
         path_or_sink: A file path (events are appended to it as JSON lines by a
             :class:`JsonLinesFileSink`), a :class:`MetricsSink`, or a function that
             receives each batch as a list of event dicts.
-        max_batch: Write when this many events wait; at least 1.
+        max_batch: Write when this many events wait; an int, at least 1.
         max_delay: Write at the latest this many seconds after the oldest waiting event
             was recorded; positive and finite.
         max_buffer: Events that may wait at most, counting a batch being written or kept
-            for retry; at least ``max_batch``. Memory stays bounded by it.
+            for retry; an int, at least ``max_batch``. Memory stays bounded by it.
         on_full: What ``record()`` does when ``max_buffer`` events wait:
             ``"drop_oldest"`` (the default) drops the oldest waiting event that is not
             part of a batch being written or retried (or the new one if there is none);
@@ -130,21 +142,22 @@ class BatchMetricsWriter:
             Every drop is counted in ``stats.dropped`` and logged once per burst.
         rotate_bytes: For a file path: rotate before the file would grow past this many
             bytes (see :class:`JsonLinesFileSink`); ``None`` never rotates.
-        backups: For a file path: rotated files to keep, at least 1.
+        backups: For a file path: rotated files to keep; an int, at least 1.
         fsync: For a file path: ``os.fsync`` after every batch (durable, one disk flush
             per batch).
         encoder: For a file path: ``"auto"`` (orjson when importable), ``"json"`` or
             ``"orjson"``.
         retry_delay: Seconds before the first retry of a failed batch; it doubles with
-            each failure in a row, up to ``max_retry_delay``.
-        max_retry_delay: The longest wait between retries, in seconds.
+            each failure in a row, up to ``max_retry_delay``; positive and finite.
+        max_retry_delay: The longest wait between retries, in seconds; finite, at least
+            ``retry_delay``.
         unwritten_path: Where events the sink never took are saved at close. By default
             ``<file>.unwritten.jsonl`` beside a file sink, or
             ``botperf-metrics-<pid>.unwritten.jsonl`` in the temp directory for other sinks.
 
     Raises:
-        ValueError: If an option is out of its range, or file options are given with a
-            sink.
+        InvalidOptionError: If an option has the wrong type or is out of its range (the
+            message gives the allowed range), or file options are given with a sink.
         TypeError: If ``path_or_sink`` is not a path, sink or function.
     """
 
@@ -164,34 +177,31 @@ class BatchMetricsWriter:
         max_retry_delay: float = 30.0,
         unwritten_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        if not 0 < max_delay < math.inf:
-            raise ValueError(
-                f"max_delay must be a positive, finite number of seconds, got {max_delay}"
-            )
+        owner = "BatchMetricsWriter"
+        self._max_batch = check_int_option(owner, "max_batch", max_batch, minimum=1)
+        self._max_delay = check_seconds_option(owner, "max_delay", max_delay)
+        self._max_buffer = check_int_option(owner, "max_buffer", max_buffer, minimum=1)
         if max_buffer < max_batch:
-            raise ValueError(
-                f"max_buffer must be at least max_batch ({max_batch}), got {max_buffer}"
+            raise InvalidOptionError(
+                owner, "max_buffer", max_buffer, f"an int of at least max_batch ({max_batch})"
             )
         if on_full not in _ON_FULL:
-            raise ValueError(
-                f"on_full must be one of {', '.join(map(repr, _ON_FULL))}, got {on_full!r}"
+            raise InvalidOptionError(
+                owner, "on_full", on_full, f"one of {', '.join(map(repr, _ON_FULL))}"
             )
-        if not 0 < retry_delay <= max_retry_delay < math.inf:
-            raise ValueError(
-                "retry_delay and max_retry_delay must satisfy 0 < retry_delay <= max_retry_delay "
-                f"< inf seconds, got {retry_delay} and {max_retry_delay}"
+        self._on_full = on_full
+        self._retry_delay = check_seconds_option(owner, "retry_delay", retry_delay)
+        self._max_retry_delay = check_seconds_option(owner, "max_retry_delay", max_retry_delay)
+        if max_retry_delay < retry_delay:
+            raise InvalidOptionError(
+                owner,
+                "max_retry_delay",
+                max_retry_delay,
+                f"at least retry_delay ({retry_delay} seconds)",
             )
         self._sink = as_sink(
             path_or_sink, rotate_bytes=rotate_bytes, backups=backups, fsync=fsync, encoder=encoder
         )
-        self._max_batch = max_batch
-        self._max_delay = float(max_delay)
-        self._max_buffer = max_buffer
-        self._on_full = on_full
-        self._retry_delay = float(retry_delay)
-        self._max_retry_delay = float(max_retry_delay)
         self._unwritten_path = None if unwritten_path is None else os.fspath(unwritten_path)
 
         # record() appends to the deque without the lock (deque.append is atomic, and a
@@ -203,7 +213,9 @@ class BatchMetricsWriter:
         self._queue: deque[_Entry] = deque()
         self._taken = 0  # events out of the queue whose write has not succeeded yet
         self._room = max_buffer  # max_buffer - _taken: the queue length that means full
-        self._held: _Events | None = None  # a failed batch kept for retry
+        # A failed batch kept for retry, as entries: each attempt gets new event dicts,
+        # whatever the sink did to those of the attempt before.
+        self._held: list[_Entry] | None = None
         self._retry_at: float | None = None  # time.monotonic() of the next retry
         self._failures_in_row = 0
         self._written = 0
@@ -219,6 +231,9 @@ class BatchMetricsWriter:
         self._stopping = False
 
         self._wake: Callable[[], None] = _nothing
+        # True from a wake-up until the flusher next looks at the queue, so that
+        # record() wakes it once per look, not once per event while a batch waits.
+        self._wake_pending = False
         self._loop_thread: int | None = None
         self._schedule: Callable[[Callable[[], object]], None] | None = None
         self._wakeup: anyio.Event | None = None
@@ -282,7 +297,9 @@ class BatchMetricsWriter:
         entry = (_now(), event, fields)
         queue.append(entry)
         waiting = len(queue)
-        if waiting == 1 or waiting == self._max_batch:
+        # ">=", not "==": two threads appending at once can both read max_batch + 1.
+        if (waiting == 1 or waiting >= self._max_batch) and not self._wake_pending:
+            self._wake_pending = True
             self._wake()
         if not self._accepting:  # checked after the append: see _recorded_while_closing
             self._recorded_while_closing(entry)
@@ -372,8 +389,10 @@ class BatchMetricsWriter:
         self._stopping = True
         self._thread_wakeup.set()
         assert self._thread is not None
-        self._thread.join()
-        self._close_blocking()
+        try:
+            self._thread.join()
+        finally:
+            self._close_blocking()
 
     # -- recording ---------------------------------------------------------------------
 
@@ -395,14 +414,17 @@ class BatchMetricsWriter:
                     self._queue.popleft()
             self._queue.append((time.time(), event, fields))
             waiting = len(self._queue)
-        if waiting == 1 or waiting >= self._max_batch:
+        if (waiting == 1 or waiting >= self._max_batch) and not self._wake_pending:
+            self._wake_pending = True
             self._wake()
 
     def _recorded_while_closing(self, entry: _Entry) -> None:
-        """Undo an append to a closed writer and raise; keep it if the final drain will write it.
+        """Undo an append to a closed writer and raise; keep it if the final drain takes it.
 
         The final drain marks the queue drained under the lock once it is empty, so an
-        event appended before that is written, and one appended after it is taken back.
+        event appended before that is written (or saved), and one appended after it
+        is taken back. Only an event taken back raises: one the drain took was
+        recorded, and raising would invite the caller to record it twice.
         """
         with self._lock:
             if not self._drained:
@@ -413,6 +435,8 @@ class BatchMetricsWriter:
                 if waiting is entry:
                     del self._queue[index]
                     break
+            else:
+                return  # the final drain took it before marking the queue drained
         raise MetricsWriterStateError(
             f"record({entry[1]!r}): this metrics writer is closed; record before it closes"
         )
@@ -458,6 +482,7 @@ class BatchMetricsWriter:
     async def _flush_in_task(self) -> None:
         while True:
             self._wakeup = anyio.Event()
+            self._wake_pending = False  # before looking: a later append wakes us again
             delay = self._due_in()
             if delay == 0:
                 await anyio.to_thread.run_sync(self._write_due)
@@ -468,6 +493,7 @@ class BatchMetricsWriter:
     def _flush_in_thread(self) -> None:
         while True:
             self._thread_wakeup.clear()
+            self._wake_pending = False  # before looking: a later append wakes us again
             if self._stopping:
                 return
             delay = self._due_in()
@@ -530,8 +556,8 @@ class BatchMetricsWriter:
             the batch is then held for retry.
         """
         with self._lock:
-            events = self._held
-            if events is None:
+            entries = self._held
+            if entries is None:
                 count = min(limit, len(self._queue))
                 if count == 0:
                     return None
@@ -539,13 +565,12 @@ class BatchMetricsWriter:
                 entries = [pop() for _ in range(count)]
                 self._taken += count
                 self._room = self._max_buffer - self._taken
-        if events is None:
-            events = [{"ts": ts, "event": name, **fields} for ts, name, fields in entries]
+        events = _events(entries)
         try:
             self._sink.write_batch(events)
         except Exception as exc:
             with self._lock:
-                self._held = events
+                self._held = entries
                 self._failed_writes += 1
                 self._failures_in_row += 1
                 failures = self._failures_in_row
@@ -561,6 +586,13 @@ class BatchMetricsWriter:
                 delay,
             )
             return exc
+        except BaseException:
+            # Ctrl-C (or SystemExit) landed in the sink: the batch may not be written.
+            # Keep it for the next write or the save at close instead of losing it
+            # silently; the interruption itself is not ours to stop.
+            with self._lock:
+                self._held = entries
+            raise
         with self._lock:
             self._held = None
             self._retry_at = None
@@ -602,41 +634,62 @@ class BatchMetricsWriter:
             self._room_freed.notify_all()
 
     def _close_blocking(self) -> None:
-        """Write what is left, close the sink, and save what it would not take (any thread)."""
+        """Write what is left, close the sink, and save what it would not take (any thread).
+
+        If the final writes are interrupted (Ctrl-C during a write), what is left is
+        still saved, the save is logged, and the interruption propagates.
+        """
         error: Exception | None = None
         try:
             self._flush_blocking(final=True)
         except MetricsWriteError as exc:
             error = exc
+        except BaseException:
+            self._close_sink()
+            unwritten = self._save_unwritten()
+            if unwritten is not None:
+                logger.error("closing was interrupted: %s", unwritten)
+            raise
+        self._close_sink()
+        if error is not None:
+            unwritten = self._save_unwritten()
+            if unwritten is not None:
+                raise unwritten from error
+
+    def _close_sink(self) -> None:
         try:
             self._sink.close()
         except Exception as exc:
             logger.warning("closing the metrics sink %s failed: %r", self._describe_sink(), exc)
-        if error is not None:
-            self._save_unwritten(error)
 
-    def _save_unwritten(self, cause: Exception) -> None:
+    def _save_unwritten(self) -> MetricsNotWrittenError | None:
+        """Take every event not yet written and append them to the unwritten file.
+
+        Returns:
+            The error that says how many and where, or ``None`` if none were left.
+        """
         with self._lock:
-            events = list(self._held or ())
+            entries = self._held or []
             self._held = None
             pop = self._queue.popleft
-            entries = [pop() for _ in range(len(self._queue))]
-            events += [{"ts": ts, "event": name, **fields} for ts, name, fields in entries]
+            entries += [pop() for _ in range(len(self._queue))]
+            events = _events(entries)
             self._taken = 0
             self._room = self._max_buffer
             self._drained = True
             self._retry_at = None
             self._unwritten += len(events)
+        if not events:
+            return None
         path = self._unwritten_path or self._default_unwritten_path()
-        save_error: OSError | None = None
+        save_error: Exception | None = None
         try:
+            data = encode_batch(events, "json").data  # before opening: no empty file
             with open(path, "ab") as file:
-                file.write(encode_batch(events, "json").data)
-        except OSError as exc:
+                file.write(data)
+        except Exception as exc:  # the events are counted as unwritten whatever failed
             save_error = exc
-        raise MetricsNotWrittenError(
-            len(events), self._describe_sink(), path, save_error
-        ) from cause
+        return MetricsNotWrittenError(len(events), self._describe_sink(), path, save_error)
 
     def _default_unwritten_path(self) -> str:
         if isinstance(self._sink, JsonLinesFileSink):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
 from typing import Any, Protocol, final, runtime_checkable
 
 from ._encoding import EncoderName, encode_batch, resolve_encoder
+from ._exceptions import InvalidOptionError, check_int_option
 
 __all__ = ["JsonLinesFileSink", "MetricsSink", "as_sink"]
 
 logger = logging.getLogger(__name__)
+
+_TAIL_BLOCK = 64 * 1024  # bytes read at a time, backwards, to find a file's last line
+_MAX_LINE_CHECKED = 16 * 1024 * 1024  # a longer unterminated last line is cut off unparsed
 
 
 @runtime_checkable
@@ -27,7 +32,9 @@ class MetricsSink(Protocol):
 
         Args:
             events: The events in the order recorded, each a dict with ``ts``, ``event``
-                and the event's fields. The list is the sink's to keep.
+                and the event's fields. The list and its dicts are the sink's to keep or
+                change: a retry of the batch gets a new list of new dicts. The field
+                values in them are the objects given to ``record()``, not copies.
 
         Raises:
             Exception: Any exception means the batch was not written; the writer keeps
@@ -51,6 +58,13 @@ class JsonLinesFileSink:
     fail, the fragment is logged and the next batch starts on a new line). The sink
     tracks the file's size itself: one writer per file.
 
+    A file left by a writer that was killed mid-write may end in a torn line. When the
+    sink opens a file that does not end in a newline, it cuts that fragment off and
+    logs a warning with its size, so the next event does not glue onto it; a last line
+    that is a whole JSON object, which :func:`~botperf.read_metrics` would return, is
+    kept and ended with a newline instead. The sink opens the file for reading and
+    writing to look at its end.
+
     Rotation works like :class:`logging.handlers.RotatingFileHandler`: before a batch
     that would take the file past ``rotate_bytes``, ``path`` becomes ``path.1``,
     ``path.1`` becomes ``path.2`` and so on up to ``path.<backups>``, and the oldest is
@@ -69,7 +83,9 @@ class JsonLinesFileSink:
             ``"json"`` or ``"orjson"``; both write the same events.
 
     Raises:
-        ValueError: If ``rotate_bytes`` is not positive or ``backups`` is below 1.
+        InvalidOptionError: If ``rotate_bytes`` is not a positive int or ``None``,
+            ``backups`` is not an int of at least 1, or ``encoder`` is not one of the
+            names above.
     """
 
     def __init__(
@@ -81,17 +97,14 @@ class JsonLinesFileSink:
         fsync: bool = False,
         encoder: EncoderName = "auto",
     ) -> None:
-        if rotate_bytes is not None and rotate_bytes < 1:
-            raise ValueError(
-                f"rotate_bytes must be a positive number of bytes or None, got {rotate_bytes}"
-            )
-        if backups < 1:
-            raise ValueError(f"backups must be at least 1, got {backups}")
+        check_file_options(
+            "JsonLinesFileSink", rotate_bytes=rotate_bytes, backups=backups, encoder=encoder
+        )
         self._path = os.fspath(path)
         self._rotate_bytes = rotate_bytes
         self._backups = backups
         self._fsync = fsync
-        self._encoder = resolve_encoder(encoder)
+        self._encoder = resolve_encoder(encoder, owner="JsonLinesFileSink")
         self._fd: int | None = None
         self._size = 0
         self._torn = False  # the file may end in part of a line that could not be cut back
@@ -126,13 +139,14 @@ class JsonLinesFileSink:
                 batch stays in the file.
         """
         encoded = encode_batch(events, self._encoder)
-        # After a partial write that could not be cut back, end that fragment first, so
-        # it stays a line of its own and the batch's lines stay whole.
-        data = b"\n" + encoded.data if self._torn else encoded.data
         fd = self._open() if self._fd is None else self._fd
-        if self._should_rotate(len(data)):
+        if self._should_rotate(len(encoded.data)):
             self._rotate()
             fd = self._open()
+        # After a partial write that could not be cut back, or on a file whose last
+        # line is whole but unterminated, end that line first, so the batch's lines
+        # stay whole.
+        data = b"\n" + encoded.data if self._torn else encoded.data
         start = self._size
         written = 0
         try:
@@ -155,10 +169,61 @@ class JsonLinesFileSink:
             os.close(fd)
 
     def _open(self) -> int:
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        self._size = os.fstat(fd).st_size
+        # Read access too: to look at the end of a file a crashed writer left.
+        fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            self._size = self._mend_end(fd, os.fstat(fd).st_size)
+        except OSError:
+            os.close(fd)
+            raise
         self._fd = fd
         return fd
+
+    def _mend_end(self, fd: int, size: int) -> int:
+        """Make ``fd``'s file end on a line boundary before appending; return its size.
+
+        A writer killed in the middle of a write can leave the file ending in part of
+        a line. Appending to it would glue the next event onto that fragment and break
+        the file in its middle, so the fragment is cut off (it was never a whole
+        event) and a warning logged. A last line that is a whole JSON object without
+        its newline is one :func:`~botperf.read_metrics` returns: it is kept, and the
+        next batch starts with the newline it lacks. Reads the file backwards to the
+        last newline: O(length of the last line).
+        """
+        self._torn = False
+        if size == 0 or _read_at(fd, size - 1, 1) == b"\n":
+            return size
+        line_start = size
+        while line_start > 0:
+            block_start = max(0, line_start - _TAIL_BLOCK)
+            newline = _read_at(fd, block_start, line_start - block_start).rfind(b"\n")
+            if newline >= 0:
+                line_start = block_start + newline + 1
+                break
+            line_start = block_start
+        fragment = size - line_start
+        if fragment <= _MAX_LINE_CHECKED and _is_json_object(_read_at(fd, line_start, fragment)):
+            self._torn = True
+            return size
+        try:
+            os.ftruncate(fd, line_start)
+        except OSError as exc:
+            self._torn = True
+            logger.error(
+                "%s ends in a torn line of %d bytes that could not be cut off (%r); "
+                "read_metrics will report it; the next batch starts on a new line",
+                self._path,
+                fragment,
+                exc,
+            )
+            return size
+        logger.warning(
+            "dropped the torn last line of %s (%d bytes, not a whole event; a writer "
+            "was probably killed while writing it) before appending to it",
+            self._path,
+            fragment,
+        )
+        return line_start
 
     def _should_rotate(self, incoming: int) -> bool:
         return (
@@ -188,12 +253,47 @@ class JsonLinesFileSink:
             )
 
 
+def check_file_options(
+    owner: str, *, rotate_bytes: object, backups: object, encoder: object
+) -> None:
+    """Check the options of a JSON-lines file given to ``owner``.
+
+    Raises:
+        InvalidOptionError: If one is of the wrong type or out of its range.
+    """
+    if rotate_bytes is not None:
+        check_int_option(owner, "rotate_bytes", rotate_bytes, minimum=1)
+    check_int_option(owner, "backups", backups, minimum=1)
+    resolve_encoder(encoder, owner=owner)
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    """Read ``size`` bytes at ``offset`` (``os.pread`` is missing on Windows)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
+def _is_json_object(line: bytes) -> bool:
+    """Whether ``line`` parses as a JSON object, as :func:`~botperf.read_metrics` reads lines."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+
+
 @final
 class _CallableSink:
     """A plain function used as a sink: it receives each batch."""
 
     def __init__(self, function: Callable[[list[dict[str, Any]]], object]) -> None:
         self._function = function
+
+    def __repr__(self) -> str:
+        name = getattr(self._function, "__qualname__", None)
+        if name is None:
+            return f"<function sink {self._function!r}>"
+        module = getattr(self._function, "__module__", None)
+        return f"<function sink {module}.{name}>" if module else f"<function sink {name}>"
 
     def write_batch(self, events: list[dict[str, Any]]) -> None:
         self._function(events)
@@ -213,18 +313,28 @@ def as_sink(
     """Return the sink for ``target``: a file path, a :class:`MetricsSink`, or a function.
 
     Raises:
-        ValueError: If file options are given with a sink or function, or are invalid.
+        InvalidOptionError: If file options are invalid, or given with a sink or function.
         TypeError: If ``target`` is none of those.
     """
+    owner = "BatchMetricsWriter"
+    check_file_options(owner, rotate_bytes=rotate_bytes, backups=backups, encoder=encoder)
     if isinstance(target, (str, os.PathLike)):
         return JsonLinesFileSink(
             target, rotate_bytes=rotate_bytes, backups=backups, fsync=fsync, encoder=encoder
         )
-    if rotate_bytes is not None or fsync or encoder != "auto":
-        raise ValueError(
-            "rotate_bytes, fsync and encoder apply to a file path; "
-            "pass them to JsonLinesFileSink(...) or handle them in your own sink"
-        )
+    for option, value, default in (
+        ("rotate_bytes", rotate_bytes, None),
+        ("fsync", fsync, False),
+        ("encoder", encoder, "auto"),
+    ):
+        if value != default:
+            raise InvalidOptionError(
+                owner,
+                option,
+                value,
+                f"left at {default!r} with a sink or function: file options apply to a "
+                "file path; pass them to JsonLinesFileSink(...) or handle them in your sink",
+            )
     if isinstance(target, MetricsSink):
         return target
     if callable(target):

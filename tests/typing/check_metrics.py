@@ -12,6 +12,7 @@ from botperf import (
     MetricsNotWrittenError,
     MetricsSink,
     MetricsWriteError,
+    OnFull,
     WriterStats,
 )
 
@@ -29,7 +30,8 @@ class Sink:
 
 
 def sync_use() -> None:
-    with BatchMetricsWriter("metrics.jsonl", max_batch=10, on_full="drop_new") as metrics:
+    policy: OnFull = "drop_new"
+    with BatchMetricsWriter("metrics.jsonl", max_batch=10, on_full=policy) as metrics:
         assert_type(metrics, BatchMetricsWriter)
         assert_type(metrics.record("llm_call", channel=1, latency_ms=2.5), None)
         assert_type(metrics.flush_sync(), None)

@@ -68,7 +68,7 @@ class RedisStreamSink:
         if maxlen is not None and (type(maxlen) is not int or maxlen < 1):
             raise ValueError(f"maxlen must be an int of at least 1 or None, not {maxlen!r}")
         check_seconds("timeout", timeout)
-        self._encoder = resolve_encoder(encoder)
+        self._encoder = resolve_encoder(encoder, owner="RedisStreamSink")
         if isinstance(redis, str):
             self._client = Redis.from_url(
                 redis,
