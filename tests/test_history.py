@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from history_contract import DumpLoadContract, HistoryContract, LoadFactory, StoreFactory
@@ -94,6 +97,32 @@ def test_stats_is_a_frozen_snapshot() -> None:
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         before.hits = 1  # type: ignore[misc]
+
+
+class _UnwalkableChannels(OrderedDict[int, Any]):
+    """The store's channel map, failing any walk over every channel."""
+
+    def __iter__(self) -> Iterator[int]:
+        raise AssertionError("walked every channel")
+
+    def values(self) -> Any:
+        raise AssertionError("walked every channel")
+
+    def items(self) -> Any:
+        raise AssertionError("walked every channel")
+
+
+def test_stats_does_not_walk_the_channels() -> None:
+    # O(1) shown without a clock: the store's map (private) refuses to be walked.
+    store: HistoryStore[int] = HistoryStore(max_channels=2, max_messages=2)
+    for channel in (1, 2):
+        store.append(channel, "user", "a")
+    store._channels = _UnwalkableChannels(store._channels)  # type: ignore[assignment]
+    store.append(1, "user", "b")
+    store.append(1, "user", "c")
+    store.append(3, "user", "d")
+    store.clear(2)
+    assert (store.stats.channels, store.stats.messages) == (2, 3)
 
 
 def test_failing_on_evict_is_logged_by_the_module_logger(

@@ -181,6 +181,8 @@ class HistoryStore(Generic[ChannelT]):
         self._evictions = 0
         self._evict_errors = 0
         self._over_budget = 0
+        # Messages held over all channels, kept up to date so that `stats` is O(1).
+        self._messages = 0
 
     def append(
         self, channel: ChannelT, role: str, content: str, *, author: str | None = None
@@ -229,18 +231,24 @@ class HistoryStore(Generic[ChannelT]):
         message = _new_tuple(Message, (role, content, author))
         if history is not None:
             channels.move_to_end(channel)
+            # A full deque drops its oldest message as it takes this one: no change then.
+            if len(history) < self._max_messages:
+                self._messages += 1
             history.append(message)
             return
         channels[channel] = deque((message,), maxlen=self._max_messages)
-        if len(channels) > self._max_channels:
-            # Eviction inlined: under churn half the appends evict. on_evict runs last,
-            # so it sees (and may use) a store that has finished this append.
-            evicted, evicted_history = channels.popitem(last=False)
-            self._evictions += 1
-            if tokens is not None:
-                del tokens[evicted]
-            if self._on_evict is not None:
-                self._report_eviction(self._on_evict, evicted, evicted_history)
+        if len(channels) <= self._max_channels:
+            self._messages += 1
+            return
+        # Eviction inlined: under churn half the appends evict. on_evict runs last,
+        # so it sees (and may use) a store that has finished this append.
+        evicted, evicted_history = channels.popitem(last=False)
+        self._evictions += 1
+        self._messages += 1 - len(evicted_history)
+        if tokens is not None:
+            del tokens[evicted]
+        if self._on_evict is not None:
+            self._report_eviction(self._on_evict, evicted, evicted_history)
 
     def get(self, channel: ChannelT) -> tuple[Message, ...]:
         """Return a channel's messages, oldest first, and mark it most recently used.
@@ -331,9 +339,11 @@ class HistoryStore(Generic[ChannelT]):
             HistoryTypeError: If ``channel`` is unhashable.
         """
         try:
-            self._channels.pop(channel, None)
+            history = self._channels.pop(channel, None)
         except TypeError:
             raise _unhashable(channel) from None
+        if history is not None:
+            self._messages -= len(history)
         if self._tokens is not None:
             self._tokens.pop(channel, None)
 
@@ -347,10 +357,7 @@ class HistoryStore(Generic[ChannelT]):
 
     @property
     def stats(self) -> HistoryStats:
-        """A snapshot of the counters (hits, misses, evictions, ...) and sizes.
-
-        O(channels), to sum the messages: about 1 ms per 100,000 channels.
-        """
+        """A snapshot of the counters (hits, misses, evictions, ...) and sizes. O(1)."""
         return HistoryStats(
             hits=self._hits,
             misses=self._misses,
@@ -358,7 +365,7 @@ class HistoryStore(Generic[ChannelT]):
             evict_errors=self._evict_errors,
             over_budget=self._over_budget,
             channels=len(self._channels),
-            messages=sum(map(len, self._channels.values())),
+            messages=self._messages,
         )
 
     def __len__(self) -> int:
