@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import stat
+import sys
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,6 +127,44 @@ def test_stats_does_not_walk_the_channels() -> None:
     store.append(3, "user", "d")
     store.clear(2)
     assert (store.stats.channels, store.stats.messages) == (2, 3)
+
+
+posix_modes = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], int]]:
+    """Set the process umask for one test, restoring it afterwards."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@posix_modes
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o664], ids=oct)
+def test_dump_keeps_the_mode_of_the_file_it_replaces(
+    tmp_path: Path, umask: Callable[[int], int], mode: int
+) -> None:
+    umask(0o077)  # nothing about the new file may come from the umask
+    path = tmp_path / "h.json"
+    path.write_text("old", encoding="utf-8")
+    path.chmod(mode)
+    store: HistoryStore[int] = HistoryStore()
+    store.append(1, "user", "hi")
+    store.dump(path)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+@posix_modes
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002], ids=oct)
+def test_dump_creates_a_new_file_with_the_mode_open_would_give(
+    tmp_path: Path, umask: Callable[[int], int], mask: int
+) -> None:
+    umask(mask)
+    (tmp_path / "plain.json").write_text("{}", encoding="utf-8")
+    HistoryStore().dump(tmp_path / "h.json")
+    mode = stat.S_IMODE((tmp_path / "h.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o666 & ~mask
 
 
 def test_failing_on_evict_is_logged_by_the_module_logger(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import stat
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -390,7 +390,10 @@ class HistoryStore(Generic[ChannelT]):
         oldest first, so ``load()`` restores both orders. The JSON is written to a
         temporary file in the same directory, flushed to disk, then renamed over
         ``path`` (``os.replace()``): a reader, or a crash, sees the old file or the
-        new one, never half of one. Counters are not written. This is blocking file
+        new one, never half of one. The new file keeps the permission bits of the file
+        it replaces (not its owner); a file new to ``path`` gets those a plain
+        ``open(path, "w")`` would give it (``0o666`` less the umask). Counters are not
+        written. This is blocking file
         I/O in the calling thread; the store is not thread-safe, so do not hand the
         call to a worker thread while the event loop may still use the store.
 
@@ -412,11 +415,17 @@ class HistoryStore(Generic[ChannelT]):
         }
         text = json.dumps(document, separators=(",", ":"))
         target = os.fspath(path)
-        descriptor, temporary = tempfile.mkstemp(
-            dir=os.path.dirname(target) or ".", prefix=".history-", suffix=".tmp"
+        mode = _regular_file_mode(target)
+        temporary = os.path.join(
+            os.path.dirname(target) or ".", f".history-{os.urandom(8).hex()}.tmp"
         )
+        # Created as open(target, "w") would create it: 0o666 less the umask, which the
+        # kernel applies here (reading the umask would mean changing it, for all threads).
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                if mode is not None:
+                    os.chmod(temporary, mode)
                 file.write(text)
                 file.flush()
                 os.fsync(file.fileno())
@@ -529,6 +538,15 @@ def _check_limit(name: str, value: int) -> int:
     if value < 1:
         raise HistoryValueError(name, value, "at least 1")
     return value
+
+
+def _regular_file_mode(path: str) -> int | None:
+    """Return the permission bits of the regular file at ``path``, or None if there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # nothing to keep; creating the new file reports any real problem
+    return stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
 
 
 def _check_dumpable(channel: object) -> object:
