@@ -10,7 +10,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from botperf import BotperfError, LatencyRecorder, TimerInUseError, profile, timed
+from botperf import (
+    BotperfError,
+    InvalidOptionError,
+    LatencyRecorder,
+    TimerInUseError,
+    profile,
+    timed,
+)
 
 
 class RecordingMetrics:
@@ -340,10 +347,15 @@ def test_entering_a_profile_that_is_already_profiling_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"top": -1}, "top must be >= 0"), ({"sort": "slowest"}, "sort must be one of")],
+    [
+        ({"top": -1}, r"profile\(top=-1\): top must be an int of at least 0"),
+        ({"top": 2.5}, r"profile\(top=2.5\): top must be an int of at least 0"),
+        ({"sort": "slowest"}, r"profile\(sort='slowest'\): sort must be one of .*cumulative"),
+        ({"sort": ["calls"]}, r"sort must be one of"),
+    ],
 )
 def test_profile_rejects_bad_options(options: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidOptionError, match=message):
         profile(**options)  # type: ignore[arg-type]
 
 

@@ -19,6 +19,8 @@ from ._exceptions import (
     HistoryFileNotFoundError,
     HistoryTypeError,
     HistoryValueError,
+    InvalidOptionError,
+    check_int_option,
 )
 
 __all__ = ["HistoryStats", "HistoryStore", "Message", "approximate_tokens"]
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 ChannelT = TypeVar("ChannelT", bound=Hashable, default=Hashable)
 
+_OWNER = "HistoryStore"
 _FORMAT = "botperf.history"
 _FORMAT_VERSION = 1
 
@@ -133,10 +136,13 @@ class HistoryStore(Generic[ChannelT]):
             the append goes on. ``clear()`` does not call it.
 
     Raises:
-        HistoryValueError: If ``max_channels``, ``max_messages`` or ``max_tokens`` is
-            below 1, or the system prompt alone fills ``max_tokens``.
-        HistoryTypeError: If an option has the wrong type (a non-int limit, a
-            non-callable callback, a non-str system prompt).
+        InvalidOptionError: If an option is out of range or of the wrong type:
+            ``max_channels``, ``max_messages`` or ``max_tokens`` not an int of at least
+            1, ``max_tokens`` not above the system prompt's tokens, a non-callable
+            ``count_tokens`` or ``on_evict``, a non-str ``system_prompt``. It is both a
+            ``ValueError`` and a ``TypeError``.
+        HistoryValueError: If ``count_tokens`` returned something other than a
+            non-negative int for the system prompt.
     """
 
     def __init__(
@@ -149,24 +155,31 @@ class HistoryStore(Generic[ChannelT]):
         system_prompt: str | None = None,
         on_evict: Callable[[ChannelT, tuple[Message, ...]], object] | None = None,
     ) -> None:
-        self._max_channels = _check_limit("max_channels", max_channels)
-        self._max_messages = _check_limit("max_messages", max_messages)
-        self._max_tokens = None if max_tokens is None else _check_limit("max_tokens", max_tokens)
+        self._max_channels = check_int_option(_OWNER, "max_channels", max_channels, minimum=1)
+        self._max_messages = check_int_option(_OWNER, "max_messages", max_messages, minimum=1)
+        self._max_tokens = (
+            None
+            if max_tokens is None
+            else check_int_option(_OWNER, "max_tokens", max_tokens, minimum=1)
+        )
         if count_tokens is not None and not callable(count_tokens):
-            raise HistoryTypeError("count_tokens", count_tokens, "a callable str -> int or None")
+            raise InvalidOptionError(
+                _OWNER, "count_tokens", count_tokens, "a callable str -> int, or None"
+            )
         if on_evict is not None and not callable(on_evict):
-            raise HistoryTypeError(
-                "on_evict", on_evict, "a callable (channel, messages) -> None or None"
+            raise InvalidOptionError(
+                _OWNER, "on_evict", on_evict, "a callable (channel, messages) -> None, or None"
             )
         if system_prompt is not None and not isinstance(system_prompt, str):
-            raise HistoryTypeError("system_prompt", system_prompt, "a str or None")
+            raise InvalidOptionError(_OWNER, "system_prompt", system_prompt, "a str or None")
         self._count_tokens = approximate_tokens if count_tokens is None else count_tokens
         self._system_prompt = system_prompt
         self._system_tokens = 0
         if system_prompt is not None and self._max_tokens is not None:
             self._system_tokens = self._count("system_prompt", system_prompt)
             if self._system_tokens >= self._max_tokens:
-                raise HistoryValueError(
+                raise InvalidOptionError(
+                    _OWNER,
                     "max_tokens",
                     max_tokens,
                     f"more than the system prompt's {self._system_tokens} tokens, "
@@ -471,8 +484,7 @@ class HistoryStore(Generic[ChannelT]):
             HistoryFileNotFoundError: If ``path`` does not exist or is a directory.
             HistoryFileError: If the file is truncated, not JSON, or not a history dump;
                 the message names the file and the problem.
-            HistoryValueError: If an option is out of range.
-            HistoryTypeError: If an option has the wrong type.
+            InvalidOptionError: If an option is out of range or of the wrong type.
         """
         store = cls(
             max_channels=max_channels,
@@ -530,14 +542,6 @@ class HistoryStore(Generic[ChannelT]):
 
 def _unhashable(channel: object) -> HistoryTypeError:
     return HistoryTypeError("channel", channel, "a hashable key such as an int or str")
-
-
-def _check_limit(name: str, value: int) -> int:
-    if type(value) is not int:
-        raise HistoryTypeError(name, value, "an int of at least 1")
-    if value < 1:
-        raise HistoryValueError(name, value, "at least 1")
-    return value
 
 
 def _regular_file_mode(path: str) -> int | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from math import ceil, log
 from typing import final
 
-from ._exceptions import IncompatibleRecordersError, InvalidDurationError
+from ._exceptions import IncompatibleRecordersError, InvalidDurationError, InvalidOptionError
 
 __all__ = ["LatencyRecorder", "LatencyStats"]
 
@@ -25,7 +25,7 @@ _ROUNDING_MARGIN = 1e-6
 
 
 @final
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LatencyStats:
     """A snapshot of the durations recorded under one name, all in seconds.
 
@@ -107,7 +107,8 @@ class LatencyRecorder:
             about ``1 / (2 * relative_accuracy)`` per factor of e in range.
 
     Raises:
-        ValueError: If ``relative_accuracy`` is not strictly between 0 and 1.
+        InvalidOptionError: If ``relative_accuracy`` is not a number strictly between 0
+            and 1 (also a ``ValueError`` and a ``TypeError``).
 
     Example:
         >>> recorder = LatencyRecorder()
@@ -117,12 +118,7 @@ class LatencyRecorder:
     """
 
     def __init__(self, *, relative_accuracy: float = 0.01) -> None:
-        if not 0.0 < relative_accuracy < 1.0:
-            raise ValueError(
-                f"relative_accuracy must be strictly between 0 and 1 (0.01 means 1 %), "
-                f"got {relative_accuracy!r}"
-            )
-        self._relative_accuracy = relative_accuracy
+        self._relative_accuracy = _check_accuracy(relative_accuracy)
         accuracy = relative_accuracy * (1.0 - _ROUNDING_MARGIN)
         gamma = (1.0 + accuracy) / (1.0 - accuracy)
         self._gamma = gamma
@@ -274,6 +270,21 @@ class LatencyRecorder:
         with self._lock:
             names = len(self._sketches)
         return f"LatencyRecorder(relative_accuracy={self._relative_accuracy!r}, names={names})"
+
+
+def _check_accuracy(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0.0 < value < 1.0  # NaN fails this too
+    ):
+        raise InvalidOptionError(
+            "LatencyRecorder",
+            "relative_accuracy",
+            value,
+            "a number strictly between 0 and 1 (0.01 means 1 %)",
+        )
+    return float(value)
 
 
 _DEFAULT_RECORDER = LatencyRecorder()

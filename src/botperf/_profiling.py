@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, Protocol, TextIO, TypeVar, cast, final
 
 from typing_extensions import Self
 
-from ._exceptions import TimerInUseError
+from ._exceptions import InvalidOptionError, TimerInUseError, check_int_option
 from ._latency import _DEFAULT_RECORDER, LatencyRecorder
 
 __all__ = ["EventRecorder", "profile", "timed"]
@@ -209,6 +209,12 @@ def _record_event(metrics: EventRecorder, name: str, seconds: float, *, error: b
         logger.exception("timed(%r) could not record its timing in %r", name, metrics)
 
 
+def _check_sort(sort: object) -> str:
+    if not isinstance(sort, str) or sort not in SORT_KEYS:
+        raise InvalidOptionError("profile", "sort", sort, f"one of {', '.join(sorted(SORT_KEYS))}")
+    return sort
+
+
 @final
 class profile:
     """Profile a block (or each call of a function) with `cProfile` and report it.
@@ -235,7 +241,8 @@ class profile:
         stats: The statistics of the last profiled block, ``None`` before one finished.
 
     Raises:
-        ValueError: If ``top`` is negative or ``sort`` is not a pstats sort key.
+        InvalidOptionError: If ``top`` is not an int of at least 0, or ``sort`` is not
+            a pstats sort key (also a ``ValueError`` and a ``TypeError``).
         TimerInUseError: If the object is entered while it is already profiling.
     """
 
@@ -247,13 +254,9 @@ class profile:
         sort: str = "cumulative",
         stream: TextIO | None = None,
     ) -> None:
-        if top < 0:
-            raise ValueError(f"top must be >= 0 (0 prints nothing), got {top!r}")
-        if sort not in SORT_KEYS:
-            raise ValueError(f"sort must be one of {', '.join(sorted(SORT_KEYS))}; got {sort!r}")
+        self._top = check_int_option("profile", "top", top, minimum=0)
+        self._sort = _check_sort(sort)
         self._path = None if path is None else os.fspath(path)
-        self._top = top
-        self._sort = sort
         self._stream = stream
         self._active = False
         self.stats: pstats.Stats | None = None
