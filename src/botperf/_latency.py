@@ -16,6 +16,8 @@ __all__ = ["LatencyRecorder", "LatencyStats"]
 #: one zero bucket: a percentile that falls in it reports 0.0.
 ZERO_THRESHOLD = 1e-9
 
+_INFINITY = math.inf
+
 # The key of the zero bucket: below every log bucket's key, so it sorts first.
 _ZERO_KEY = -(2**62)
 
@@ -164,19 +166,21 @@ class LatencyRecorder:
             InvalidDurationError: If ``seconds`` is negative, NaN or infinite (also a
                 ``ValueError``); nothing is recorded.
         """
-        if seconds >= ZERO_THRESHOLD:
-            if seconds == math.inf:
-                raise InvalidDurationError(name, seconds)
+        # Chained comparisons against module constants: NaN, infinity and negatives fail
+        # both tests. acquire()/release() rather than `with`: about 80 ns less per call on
+        # CPython 3.11, and observe() runs on every timing.
+        if ZERO_THRESHOLD <= seconds < _INFINITY:
             key = ceil(log(seconds) * self._inverse_log_gamma)
-        elif seconds >= 0.0:
+        elif 0.0 <= seconds < ZERO_THRESHOLD:
             key = _ZERO_KEY
-        else:  # negative or NaN
+        else:
             raise InvalidDurationError(name, seconds)
         lock = self._lock
         lock.acquire()
         try:
-            sketch = self._sketches.get(name)
-            if sketch is None:
+            try:
+                sketch = self._sketches[name]
+            except KeyError:  # once per name; a subscript is cheaper than .get() after that
                 sketch = self._sketches[name] = _Sketch()
             sketch.total += seconds
             if seconds > sketch.maximum:
