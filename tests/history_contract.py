@@ -38,6 +38,7 @@ from botperf import (
     HistoryFileNotFoundError,
     HistoryTypeError,
     HistoryValueError,
+    InvalidOptionError,
     Message,
 )
 
@@ -261,7 +262,7 @@ class HistoryContract:
         assert [m.content for m in store.get(1)] == ["one two", "three"]
 
     def test_system_prompt_filling_the_budget_is_refused(self, make_store: StoreFactory) -> None:
-        with pytest.raises(HistoryValueError, match="max_tokens must be more than"):
+        with pytest.raises(InvalidOptionError, match="max_tokens must be more than"):
             make_store(max_tokens=2, count_tokens=words, system_prompt="be brief")
 
     def test_stats_count_channels_and_messages(self, make_store: StoreFactory) -> None:
@@ -303,7 +304,7 @@ class HistoryContract:
     def test_limits_below_one_are_refused(
         self, make_store: StoreFactory, option: str, value: int
     ) -> None:
-        with pytest.raises(HistoryValueError, match=f"{option} must be at least 1, got {value}"):
+        with pytest.raises(InvalidOptionError, match=f"{option} must be an int of at least 1"):
             make_store(**{option: value})
 
     @pytest.mark.parametrize("option", ["max_channels", "max_messages", "max_tokens"])
@@ -311,19 +312,29 @@ class HistoryContract:
     def test_non_int_limits_are_refused(
         self, make_store: StoreFactory, option: str, value: object
     ) -> None:
-        with pytest.raises(HistoryTypeError, match=f"{option} must be an int"):
+        with pytest.raises(InvalidOptionError, match=f"{option} must be an int of at least 1"):
             make_store(**{option: value})
 
     @pytest.mark.parametrize("option", ["count_tokens", "on_evict"])
     def test_non_callable_callbacks_are_refused(
         self, make_store: StoreFactory, option: str
     ) -> None:
-        with pytest.raises(HistoryTypeError, match=f"{option} must be a callable"):
+        with pytest.raises(InvalidOptionError, match=f"{option} must be a callable"):
             make_store(**{option: "len"})
 
     def test_non_string_system_prompt_is_refused(self, make_store: StoreFactory) -> None:
-        with pytest.raises(HistoryTypeError, match="system_prompt must be a str"):
+        with pytest.raises(InvalidOptionError, match="system_prompt must be a str"):
             make_store(system_prompt=["Be brief."])
+
+    def test_option_errors_name_the_store_and_the_option(self, make_store: StoreFactory) -> None:
+        with pytest.raises(InvalidOptionError) as info:
+            make_store(max_channels=0)
+        owner = info.value.owner  # the class the store is: HistoryStore, RedisHistoryStore
+        assert owner.endswith("HistoryStore")
+        assert str(info.value) == (
+            f"{owner}(max_channels=0): max_channels must be an int of at least 1"
+        )
+        assert (info.value.option, info.value.value) == ("max_channels", 0)
 
     @pytest.mark.parametrize("count", [-1, 1.5, None])
     def test_bad_token_count_is_refused_and_store_unchanged(

@@ -23,6 +23,7 @@ DOCUMENTED_PUBLIC_API = {
     "DedupKeyError",
     "DedupStats",
     "Deduplicator",
+    "EventRecorder",
     "MetricsFileError",
     "MetricsFileNotFoundError",
     "RedisAsyncioRequiredError",

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import botperf
+from botperf import _cli
 from botperf._cli import main
 
 
@@ -41,10 +44,6 @@ def test_python_dash_m_botperf_runs_the_cli() -> None:
 def test_a_botperf_error_in_a_command_exits_1_with_its_message(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import argparse
-
-    from botperf import _cli
-
     def add_failing(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         def fail(args: argparse.Namespace) -> int:
             raise botperf.BotperfError("the reason, and what to do")
@@ -63,3 +62,40 @@ def test_module_entry_point_exits_with_main_status(monkeypatch: pytest.MonkeyPat
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_module("botperf", run_name="__main__")
     assert exit_info.value.code == 0
+
+
+def test_report_into_a_closed_pipe_stops_quietly_with_status_141(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        "".join(f'{{"ts": {1.7e9 + i}, "event": "e{i % 50}", "x_ms": {i}}}\n' for i in range(500)),
+        encoding="utf-8",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "botperf", "report", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()  # the reader goes away before botperf writes, as `| head` may
+    errors = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 141
+    assert errors == b""
+
+
+def test_broken_pipe_sends_the_rest_of_stdout_to_devnull(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def add_piping(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        def pipe(args: argparse.Namespace) -> int:
+            raise BrokenPipeError
+
+        subparsers.add_parser("pipe").set_defaults(handler=pipe)
+
+    monkeypatch.setattr(_cli, "SUBCOMMANDS", [*_cli.SUBCOMMANDS, add_piping])
+    with (tmp_path / "stdout").open("w", encoding="utf-8") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert main(["pipe"]) == _cli.EXIT_BROKEN_PIPE
+        print("still buffered at exit", file=stdout)
+    assert (tmp_path / "stdout").read_text(encoding="utf-8") == ""

@@ -2,6 +2,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import stat
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from history_contract import DumpLoadContract, HistoryContract, LoadFactory, StoreFactory
@@ -94,6 +101,70 @@ def test_stats_is_a_frozen_snapshot() -> None:
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         before.hits = 1  # type: ignore[misc]
+
+
+class _UnwalkableChannels(OrderedDict[int, Any]):
+    """The store's channel map, failing any walk over every channel."""
+
+    def __iter__(self) -> Iterator[int]:
+        raise AssertionError("walked every channel")
+
+    def values(self) -> Any:
+        raise AssertionError("walked every channel")
+
+    def items(self) -> Any:
+        raise AssertionError("walked every channel")
+
+
+def test_stats_does_not_walk_the_channels() -> None:
+    # O(1) shown without a clock: the store's map (private) refuses to be walked.
+    store: HistoryStore[int] = HistoryStore(max_channels=2, max_messages=2)
+    for channel in (1, 2):
+        store.append(channel, "user", "a")
+    store._channels = _UnwalkableChannels(store._channels)  # type: ignore[assignment]
+    store.append(1, "user", "b")
+    store.append(1, "user", "c")
+    store.append(3, "user", "d")
+    store.clear(2)
+    assert (store.stats.channels, store.stats.messages) == (2, 3)
+
+
+posix_modes = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], int]]:
+    """Set the process umask for one test, restoring it afterwards."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@posix_modes
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o664], ids=oct)
+def test_dump_keeps_the_mode_of_the_file_it_replaces(
+    tmp_path: Path, umask: Callable[[int], int], mode: int
+) -> None:
+    umask(0o077)  # nothing about the new file may come from the umask
+    path = tmp_path / "h.json"
+    path.write_text("old", encoding="utf-8")
+    path.chmod(mode)
+    store: HistoryStore[int] = HistoryStore()
+    store.append(1, "user", "hi")
+    store.dump(path)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+@posix_modes
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002], ids=oct)
+def test_dump_creates_a_new_file_with_the_mode_open_would_give(
+    tmp_path: Path, umask: Callable[[int], int], mask: int
+) -> None:
+    umask(mask)
+    (tmp_path / "plain.json").write_text("{}", encoding="utf-8")
+    HistoryStore().dump(tmp_path / "h.json")
+    mode = stat.S_IMODE((tmp_path / "h.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o666 & ~mask
 
 
 def test_failing_on_evict_is_logged_by_the_module_logger(

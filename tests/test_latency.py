@@ -11,6 +11,7 @@ from botperf import (
     BotperfError,
     IncompatibleRecordersError,
     InvalidDurationError,
+    InvalidOptionError,
     LatencyRecorder,
     LatencyStats,
 )
@@ -176,10 +177,12 @@ def test_negative_nan_and_infinite_durations_are_rejected(bad: float) -> None:
     assert recorder.summary() == {}
 
 
-@pytest.mark.parametrize("bad", [0.0, 1.0, -0.5, 2.0, math.nan])
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.5, 2.0, math.nan, "0.01", None, True])
 def test_relative_accuracy_outside_zero_to_one_is_rejected(bad: float) -> None:
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+    with pytest.raises(InvalidOptionError, match="strictly between 0 and 1") as error:
         LatencyRecorder(relative_accuracy=bad)
+    assert str(error.value).startswith(f"LatencyRecorder(relative_accuracy={bad!r}): ")
+    assert (error.value.owner, error.value.option) == ("LatencyRecorder", "relative_accuracy")
 
 
 def test_relative_accuracy_is_readable() -> None:
@@ -210,6 +213,12 @@ def test_stats_are_frozen() -> None:
     stats = recorded([0.5]).summary()["op"]
     with pytest.raises(AttributeError):
         stats.count = 2  # type: ignore[misc]
+
+
+def test_stats_have_slots_and_no_instance_dict() -> None:
+    stats = recorded([0.5]).summary()["op"]
+    assert "count" in LatencyStats.__slots__
+    assert not hasattr(stats, "__dict__")
 
 
 def test_clear_forgets_everything() -> None:

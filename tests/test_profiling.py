@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import cProfile
 import inspect
 import io
 import logging
@@ -10,7 +11,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from botperf import BotperfError, LatencyRecorder, TimerInUseError, profile, timed
+from botperf import (
+    BotperfError,
+    InvalidOptionError,
+    LatencyRecorder,
+    TimerInUseError,
+    profile,
+    timed,
+)
 
 
 class RecordingMetrics:
@@ -340,12 +348,95 @@ def test_entering_a_profile_that_is_already_profiling_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"top": -1}, "top must be >= 0"), ({"sort": "slowest"}, "sort must be one of")],
+    [
+        ({"top": -1}, r"profile\(top=-1\): top must be an int of at least 0"),
+        ({"top": 2.5}, r"profile\(top=2.5\): top must be an int of at least 0"),
+        ({"sort": "slowest"}, r"profile\(sort='slowest'\): sort must be one of .*cumulative"),
+        ({"sort": ["calls"]}, r"sort must be one of"),
+    ],
 )
 def test_profile_rejects_bad_options(options: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidOptionError, match=message):
         profile(**options)  # type: ignore[arg-type]
 
 
 def test_profile_repr_shows_its_options() -> None:
     assert repr(profile("x.prof", top=3)) == "profile('x.prof', top=3, sort='cumulative')"
+
+
+def first_call_work() -> int:
+    return fib(10)
+
+
+def second_call_work() -> int:
+    return fib(11)
+
+
+def profiled_functions(profiler: profile) -> set[str]:
+    assert profiler.stats is not None
+    return {function for _, _, function in profiler.stats.stats}  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_overlapping_calls_of_a_decorated_coroutine_profile_the_first_and_skip_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    profiler = profile(top=0)
+
+    @profiler
+    async def handle(first_started: anyio.Event, second_done: anyio.Event, tag: str) -> int:
+        if tag == "first":
+            first_started.set()
+            await second_done.wait()
+            return first_call_work()  # after the overlapping call has finished
+        second_done.set()
+        return second_call_work()
+
+    with caplog.at_level(logging.WARNING, logger="botperf._profiling"):
+        for _ in range(2):
+            first_started, second_done = anyio.Event(), anyio.Event()
+            async with anyio.create_task_group() as group:
+                group.start_soon(handle, first_started, second_done, "first")
+                await first_started.wait()
+                assert await handle(first_started, second_done, "second") == 89
+    assert profiler.skipped == 2
+    assert "first_call_work" in profiled_functions(profiler)
+    [record] = caplog.records
+    assert "ran unprofiled because it overlapped another profile" in record.getMessage()
+
+
+def test_profile_nested_in_another_is_skipped_and_the_outer_goes_on() -> None:
+    outer, inner = profile(top=0), profile(top=0)
+    with outer:
+        with inner:
+            second_call_work()
+        first_call_work()
+    assert (outer.skipped, inner.skipped) == (0, 1)
+    assert inner.stats is None
+    assert {"first_call_work", "second_call_work"} <= profiled_functions(outer)
+
+
+def test_profile_after_a_block_that_raised_is_not_skipped() -> None:
+    with pytest.raises(ZeroDivisionError), profile(top=0):
+        fib(3) / 0
+    with profile(top=0) as after:
+        first_call_work()
+    assert after.skipped == 0
+    assert "first_call_work" in profiled_functions(after)
+
+
+def test_profile_refused_by_cprofile_runs_the_block_unprofiled(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(self: cProfile.Profile) -> None:
+        raise ValueError("Another profiling tool is already active")
+
+    monkeypatch.setattr(cProfile.Profile, "enable", refuse)
+    with caplog.at_level(logging.WARNING, logger="botperf._profiling"), profile() as refused:
+        first_call_work()
+    assert (refused.skipped, refused.stats) == (1, None)
+    assert "Another profiling tool is already active" in caplog.text
+    monkeypatch.undo()
+    with profile(top=0) as after:
+        first_call_work()
+    assert after.skipped == 0

@@ -18,7 +18,7 @@ from redis_server import free_port
 from botperf import (
     HistoryStats,
     HistoryTypeError,
-    HistoryValueError,
+    InvalidOptionError,
     Message,
     RedisAsyncioRequiredError,
     RedisCommandError,
@@ -318,12 +318,12 @@ async def test_store_given_a_client_leaves_it_open(client: Redis) -> None:
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"prefix": ""}, HistoryValueError, "prefix must be a non-empty str"),
-        ({"prefix": b"p:"}, HistoryTypeError, "prefix must be a non-empty str"),
-        ({"timeout": 0}, HistoryValueError, "timeout must be a finite number of seconds above 0"),
-        ({"timeout": float("inf")}, HistoryValueError, "timeout must be a finite number"),
-        ({"timeout": "1"}, HistoryTypeError, "timeout must be a number of seconds"),
-        ({"timeout": True}, HistoryTypeError, "timeout must be a number of seconds"),
+        ({"prefix": ""}, InvalidOptionError, "prefix must be a non-empty str"),
+        ({"prefix": b"p:"}, InvalidOptionError, "prefix must be a non-empty str"),
+        ({"timeout": 0}, InvalidOptionError, "timeout must be a finite number of seconds, above 0"),
+        ({"timeout": float("inf")}, InvalidOptionError, "timeout must be a finite number"),
+        ({"timeout": "1"}, InvalidOptionError, "timeout must be a finite number of seconds"),
+        ({"timeout": True}, InvalidOptionError, "timeout must be a finite number of seconds"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], error: type, message: str) -> None:
@@ -332,7 +332,7 @@ def test_bad_options_are_refused(options: dict[str, Any], error: type, message: 
 
 
 def test_something_other_than_a_client_or_url_is_refused() -> None:
-    with pytest.raises(HistoryTypeError, match=r"redis must be a redis\.asyncio\.Redis client"):
+    with pytest.raises(InvalidOptionError, match=r"redis must be a redis\.asyncio\.Redis client"):
         RedisHistoryStore(6379)  # type: ignore[arg-type]
 
 

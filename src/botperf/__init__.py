@@ -45,6 +45,7 @@ from ._latency import LatencyStats as LatencyStats
 from ._metrics import BatchMetricsWriter as BatchMetricsWriter
 from ._metrics import OnFull as OnFull
 from ._metrics import WriterStats as WriterStats
+from ._profiling import EventRecorder as EventRecorder
 from ._profiling import profile as profile
 from ._profiling import timed as timed
 from ._reader import read_metrics as read_metrics
@@ -64,6 +65,7 @@ __all__ = [
     "DedupKeyError",
     "DedupStats",
     "Deduplicator",
+    "EventRecorder",
     "HistoryFileError",
     "HistoryFileNotFoundError",
     "HistoryStats",

@@ -7,6 +7,7 @@ parser; the parser's ``handler`` default runs it and returns the exit status.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -14,7 +15,12 @@ from . import __version__
 from ._exceptions import BotperfError
 from ._report import add_report_parser
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_BROKEN_PIPE", "build_parser", "main"]
+
+#: The exit status when the reader of stdout went away (``botperf report FILE | head``):
+#: 128 + SIGPIPE, what a shell reports for a tool that SIGPIPE ended, so ``set -o pipefail``
+#: treats botperf like any other Unix tool.
+EXIT_BROKEN_PIPE = 128 + 13
 
 #: Functions that each add one subcommand to the ``botperf`` sub-parsers.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
@@ -46,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0 on success, 1 when a command failed with a `BotperfError` (its message
-        is printed to stderr), 2 for a usage error.
+        is printed to stderr), 2 for a usage error, `EXIT_BROKEN_PIPE` (141) when
+        stdout's reader closed early, as ``head`` does: the command stops quietly.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -55,7 +62,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return handler(args)
+        status = handler(args)
+        # Flushed here, so that a reader gone early is noticed where it can be handled
+        # rather than in the interpreter's final flush.
+        sys.stdout.flush()
     except BotperfError as exc:
         print(f"botperf: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _discard_stdout() -> None:
+    # As the Python docs advise for SIGPIPE: point stdout at devnull, so that the
+    # interpreter's final flush of what is still buffered does not fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

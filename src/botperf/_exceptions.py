@@ -237,10 +237,13 @@ class TimerInUseError(BotperfError, RuntimeError):
 
 
 class HistoryTypeError(BotperfError, TypeError):
-    """Raised when a HistoryStore option or argument has the wrong type.
+    """Raised when a HistoryStore method's argument has the wrong type.
+
+    A non-str role, content or author, an unhashable channel, or a channel key ``dump()``
+    cannot write. Bad constructor options raise `InvalidOptionError` instead.
 
     Attributes:
-        name: The option or argument, such as ``"role"`` or ``"max_channels"``.
+        name: The argument, such as ``"role"`` or ``"channel"``.
         value: What was passed.
     """
 
@@ -251,10 +254,13 @@ class HistoryTypeError(BotperfError, TypeError):
 
 
 class HistoryValueError(BotperfError, ValueError):
-    """Raised when a HistoryStore option or argument has the right type but an unusable value.
+    """Raised when a HistoryStore method's argument has the right type but an unusable value.
+
+    An empty role, or a ``count_tokens`` result that is not a non-negative int. Bad
+    constructor options raise `InvalidOptionError` instead.
 
     Attributes:
-        name: The option or argument, such as ``"role"`` or ``"max_channels"``.
+        name: The argument, such as ``"role"`` or ``"count_tokens(content)"``.
         value: What was passed.
     """
 

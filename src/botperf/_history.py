@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import stat
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -19,6 +19,8 @@ from ._exceptions import (
     HistoryFileNotFoundError,
     HistoryTypeError,
     HistoryValueError,
+    InvalidOptionError,
+    check_int_option,
 )
 
 __all__ = ["HistoryStats", "HistoryStore", "Message", "approximate_tokens"]
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 ChannelT = TypeVar("ChannelT", bound=Hashable, default=Hashable)
 
+_OWNER = "HistoryStore"
 _FORMAT = "botperf.history"
 _FORMAT_VERSION = 1
 
@@ -133,10 +136,13 @@ class HistoryStore(Generic[ChannelT]):
             the append goes on. ``clear()`` does not call it.
 
     Raises:
-        HistoryValueError: If ``max_channels``, ``max_messages`` or ``max_tokens`` is
-            below 1, or the system prompt alone fills ``max_tokens``.
-        HistoryTypeError: If an option has the wrong type (a non-int limit, a
-            non-callable callback, a non-str system prompt).
+        InvalidOptionError: If an option is out of range or of the wrong type:
+            ``max_channels``, ``max_messages`` or ``max_tokens`` not an int of at least
+            1, ``max_tokens`` not above the system prompt's tokens, a non-callable
+            ``count_tokens`` or ``on_evict``, a non-str ``system_prompt``. It is both a
+            ``ValueError`` and a ``TypeError``.
+        HistoryValueError: If ``count_tokens`` returned something other than a
+            non-negative int for the system prompt.
     """
 
     def __init__(
@@ -149,29 +155,21 @@ class HistoryStore(Generic[ChannelT]):
         system_prompt: str | None = None,
         on_evict: Callable[[ChannelT, tuple[Message, ...]], object] | None = None,
     ) -> None:
-        self._max_channels = _check_limit("max_channels", max_channels)
-        self._max_messages = _check_limit("max_messages", max_messages)
-        self._max_tokens = None if max_tokens is None else _check_limit("max_tokens", max_tokens)
-        if count_tokens is not None and not callable(count_tokens):
-            raise HistoryTypeError("count_tokens", count_tokens, "a callable str -> int or None")
-        if on_evict is not None and not callable(on_evict):
-            raise HistoryTypeError(
-                "on_evict", on_evict, "a callable (channel, messages) -> None or None"
-            )
-        if system_prompt is not None and not isinstance(system_prompt, str):
-            raise HistoryTypeError("system_prompt", system_prompt, "a str or None")
-        self._count_tokens = approximate_tokens if count_tokens is None else count_tokens
-        self._system_prompt = system_prompt
-        self._system_tokens = 0
-        if system_prompt is not None and self._max_tokens is not None:
-            self._system_tokens = self._count("system_prompt", system_prompt)
-            if self._system_tokens >= self._max_tokens:
-                raise HistoryValueError(
-                    "max_tokens",
-                    max_tokens,
-                    f"more than the system prompt's {self._system_tokens} tokens, "
-                    "to leave room for messages",
-                )
+        options = check_options(
+            _OWNER,
+            max_channels=max_channels,
+            max_messages=max_messages,
+            max_tokens=max_tokens,
+            count_tokens=count_tokens,
+            system_prompt=system_prompt,
+            on_evict=on_evict,
+        )
+        self._max_channels = options.max_channels
+        self._max_messages = options.max_messages
+        self._max_tokens = options.max_tokens
+        self._count_tokens = options.count_tokens
+        self._system_prompt = options.system_prompt
+        self._system_tokens = options.system_tokens
         self._on_evict = on_evict
         self._channels: OrderedDict[ChannelT, deque[Message]] = OrderedDict()
         # Token counts, parallel to each channel's messages; only kept with a budget.
@@ -181,6 +179,8 @@ class HistoryStore(Generic[ChannelT]):
         self._evictions = 0
         self._evict_errors = 0
         self._over_budget = 0
+        # Messages held over all channels, kept up to date so that `stats` is O(1).
+        self._messages = 0
 
     def append(
         self, channel: ChannelT, role: str, content: str, *, author: str | None = None
@@ -229,18 +229,24 @@ class HistoryStore(Generic[ChannelT]):
         message = _new_tuple(Message, (role, content, author))
         if history is not None:
             channels.move_to_end(channel)
+            # A full deque drops its oldest message as it takes this one: no change then.
+            if len(history) < self._max_messages:
+                self._messages += 1
             history.append(message)
             return
         channels[channel] = deque((message,), maxlen=self._max_messages)
-        if len(channels) > self._max_channels:
-            # Eviction inlined: under churn half the appends evict. on_evict runs last,
-            # so it sees (and may use) a store that has finished this append.
-            evicted, evicted_history = channels.popitem(last=False)
-            self._evictions += 1
-            if tokens is not None:
-                del tokens[evicted]
-            if self._on_evict is not None:
-                self._report_eviction(self._on_evict, evicted, evicted_history)
+        if len(channels) <= self._max_channels:
+            self._messages += 1
+            return
+        # Eviction inlined: under churn half the appends evict. on_evict runs last,
+        # so it sees (and may use) a store that has finished this append.
+        evicted, evicted_history = channels.popitem(last=False)
+        self._evictions += 1
+        self._messages += 1 - len(evicted_history)
+        if tokens is not None:
+            del tokens[evicted]
+        if self._on_evict is not None:
+            self._report_eviction(self._on_evict, evicted, evicted_history)
 
     def get(self, channel: ChannelT) -> tuple[Message, ...]:
         """Return a channel's messages, oldest first, and mark it most recently used.
@@ -331,9 +337,11 @@ class HistoryStore(Generic[ChannelT]):
             HistoryTypeError: If ``channel`` is unhashable.
         """
         try:
-            self._channels.pop(channel, None)
+            history = self._channels.pop(channel, None)
         except TypeError:
             raise _unhashable(channel) from None
+        if history is not None:
+            self._messages -= len(history)
         if self._tokens is not None:
             self._tokens.pop(channel, None)
 
@@ -347,10 +355,7 @@ class HistoryStore(Generic[ChannelT]):
 
     @property
     def stats(self) -> HistoryStats:
-        """A snapshot of the counters (hits, misses, evictions, ...) and sizes.
-
-        O(channels), to sum the messages: about 1 ms per 100,000 channels.
-        """
+        """A snapshot of the counters (hits, misses, evictions, ...) and sizes. O(1)."""
         return HistoryStats(
             hits=self._hits,
             misses=self._misses,
@@ -358,7 +363,7 @@ class HistoryStore(Generic[ChannelT]):
             evict_errors=self._evict_errors,
             over_budget=self._over_budget,
             channels=len(self._channels),
-            messages=sum(map(len, self._channels.values())),
+            messages=self._messages,
         )
 
     def __len__(self) -> int:
@@ -383,7 +388,10 @@ class HistoryStore(Generic[ChannelT]):
         oldest first, so ``load()`` restores both orders. The JSON is written to a
         temporary file in the same directory, flushed to disk, then renamed over
         ``path`` (``os.replace()``): a reader, or a crash, sees the old file or the
-        new one, never half of one. Counters are not written. This is blocking file
+        new one, never half of one. The new file keeps the permission bits of the file
+        it replaces (not its owner); a file new to ``path`` gets those a plain
+        ``open(path, "w")`` would give it (``0o666`` less the umask). Counters are not
+        written. This is blocking file
         I/O in the calling thread; the store is not thread-safe, so do not hand the
         call to a worker thread while the event loop may still use the store.
 
@@ -405,11 +413,17 @@ class HistoryStore(Generic[ChannelT]):
         }
         text = json.dumps(document, separators=(",", ":"))
         target = os.fspath(path)
-        descriptor, temporary = tempfile.mkstemp(
-            dir=os.path.dirname(target) or ".", prefix=".history-", suffix=".tmp"
+        mode = _regular_file_mode(target)
+        temporary = os.path.join(
+            os.path.dirname(target) or ".", f".history-{os.urandom(8).hex()}.tmp"
         )
+        # Created as open(target, "w") would create it: 0o666 less the umask, which the
+        # kernel applies here (reading the umask would mean changing it, for all threads).
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                if mode is not None:
+                    os.chmod(temporary, mode)
                 file.write(text)
                 file.flush()
                 os.fsync(file.fileno())
@@ -455,8 +469,7 @@ class HistoryStore(Generic[ChannelT]):
             HistoryFileNotFoundError: If ``path`` does not exist or is a directory.
             HistoryFileError: If the file is truncated, not JSON, or not a history dump;
                 the message names the file and the problem.
-            HistoryValueError: If an option is out of range.
-            HistoryTypeError: If an option has the wrong type.
+            InvalidOptionError: If an option is out of range or of the wrong type.
         """
         store = cls(
             max_channels=max_channels,
@@ -506,22 +519,98 @@ class HistoryStore(Generic[ChannelT]):
             logger.exception("on_evict callback %r failed for channel %r", on_evict, channel)
 
     def _count(self, what: str, text: str) -> int:
-        count = self._count_tokens(text)
-        if type(count) is not int or count < 0:
-            raise HistoryValueError(f"count_tokens({what})", count, "a non-negative int")
-        return count
+        return count_checked(self._count_tokens, what, text)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """A history store's options, checked (shared by the in-memory and Redis stores)."""
+
+    max_channels: int
+    max_messages: int
+    max_tokens: int | None
+    count_tokens: Callable[[str], int]
+    system_prompt: str | None
+    system_tokens: int
+
+
+def check_options(
+    owner: str,
+    *,
+    max_channels: object,
+    max_messages: object,
+    max_tokens: object,
+    count_tokens: object,
+    system_prompt: object,
+    on_evict: object,
+) -> Options:
+    """Check a history store's options and count the system prompt's tokens.
+
+    Raises:
+        InvalidOptionError: If an option is of the wrong type or out of range, or the
+            system prompt alone fills ``max_tokens``.
+        HistoryValueError: If ``count_tokens`` returns something other than a
+            non-negative int for the system prompt.
+    """
+    checked_max_channels = check_int_option(owner, "max_channels", max_channels, minimum=1)
+    checked_max_messages = check_int_option(owner, "max_messages", max_messages, minimum=1)
+    checked_max_tokens = (
+        None if max_tokens is None else check_int_option(owner, "max_tokens", max_tokens, minimum=1)
+    )
+    if count_tokens is not None and not callable(count_tokens):
+        raise InvalidOptionError(
+            owner, "count_tokens", count_tokens, "a callable str -> int, or None"
+        )
+    if on_evict is not None and not callable(on_evict):
+        raise InvalidOptionError(
+            owner, "on_evict", on_evict, "a callable (channel, messages) -> None, or None"
+        )
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise InvalidOptionError(owner, "system_prompt", system_prompt, "a str or None")
+    counter = approximate_tokens if count_tokens is None else count_tokens
+    system_tokens = 0
+    if system_prompt is not None and checked_max_tokens is not None:
+        system_tokens = count_checked(counter, "system_prompt", system_prompt)
+        if system_tokens >= checked_max_tokens:
+            raise InvalidOptionError(
+                owner,
+                "max_tokens",
+                max_tokens,
+                f"more than the system prompt's {system_tokens} tokens, to leave room for messages",
+            )
+    return Options(
+        max_channels=checked_max_channels,
+        max_messages=checked_max_messages,
+        max_tokens=checked_max_tokens,
+        count_tokens=counter,
+        system_prompt=system_prompt,
+        system_tokens=system_tokens,
+    )
+
+
+def count_checked(count_tokens: Callable[[str], int], what: str, text: str) -> int:
+    """Return ``count_tokens(text)``, checked to be a non-negative int.
+
+    Raises:
+        HistoryValueError: If it is not; ``what`` names the text counted.
+    """
+    count = count_tokens(text)
+    if type(count) is not int or count < 0:
+        raise HistoryValueError(f"count_tokens({what})", count, "a non-negative int")
+    return count
 
 
 def _unhashable(channel: object) -> HistoryTypeError:
     return HistoryTypeError("channel", channel, "a hashable key such as an int or str")
 
 
-def _check_limit(name: str, value: int) -> int:
-    if type(value) is not int:
-        raise HistoryTypeError(name, value, "an int of at least 1")
-    if value < 1:
-        raise HistoryValueError(name, value, "at least 1")
-    return value
+def _regular_file_mode(path: str) -> int | None:
+    """Return the permission bits of the regular file at ``path``, or None if there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # nothing to keep; creating the new file reports any real problem
+    return stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
 
 
 def _check_dumpable(channel: object) -> object:

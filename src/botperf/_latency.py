@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from math import ceil, log
 from typing import final
 
-from ._exceptions import IncompatibleRecordersError, InvalidDurationError
+from ._exceptions import IncompatibleRecordersError, InvalidDurationError, InvalidOptionError
 
 __all__ = ["LatencyRecorder", "LatencyStats"]
 
 #: Durations below this many seconds (1 ns, finer than any clock Python reads) share
 #: one zero bucket: a percentile that falls in it reports 0.0.
 ZERO_THRESHOLD = 1e-9
+
+_INFINITY = math.inf
 
 # The key of the zero bucket: below every log bucket's key, so it sorts first.
 _ZERO_KEY = -(2**62)
@@ -25,7 +27,7 @@ _ROUNDING_MARGIN = 1e-6
 
 
 @final
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LatencyStats:
     """A snapshot of the durations recorded under one name, all in seconds.
 
@@ -107,7 +109,8 @@ class LatencyRecorder:
             about ``1 / (2 * relative_accuracy)`` per factor of e in range.
 
     Raises:
-        ValueError: If ``relative_accuracy`` is not strictly between 0 and 1.
+        InvalidOptionError: If ``relative_accuracy`` is not a number strictly between 0
+            and 1 (also a ``ValueError`` and a ``TypeError``).
 
     Example:
         >>> recorder = LatencyRecorder()
@@ -117,12 +120,7 @@ class LatencyRecorder:
     """
 
     def __init__(self, *, relative_accuracy: float = 0.01) -> None:
-        if not 0.0 < relative_accuracy < 1.0:
-            raise ValueError(
-                f"relative_accuracy must be strictly between 0 and 1 (0.01 means 1 %), "
-                f"got {relative_accuracy!r}"
-            )
-        self._relative_accuracy = relative_accuracy
+        self._relative_accuracy = _check_accuracy(relative_accuracy)
         accuracy = relative_accuracy * (1.0 - _ROUNDING_MARGIN)
         gamma = (1.0 + accuracy) / (1.0 - accuracy)
         self._gamma = gamma
@@ -168,19 +166,21 @@ class LatencyRecorder:
             InvalidDurationError: If ``seconds`` is negative, NaN or infinite (also a
                 ``ValueError``); nothing is recorded.
         """
-        if seconds >= ZERO_THRESHOLD:
-            if seconds == math.inf:
-                raise InvalidDurationError(name, seconds)
+        # Chained comparisons against module constants: NaN, infinity and negatives fail
+        # both tests. acquire()/release() rather than `with`: about 80 ns less per call on
+        # CPython 3.11, and observe() runs on every timing.
+        if ZERO_THRESHOLD <= seconds < _INFINITY:
             key = ceil(log(seconds) * self._inverse_log_gamma)
-        elif seconds >= 0.0:
+        elif 0.0 <= seconds < ZERO_THRESHOLD:
             key = _ZERO_KEY
-        else:  # negative or NaN
+        else:
             raise InvalidDurationError(name, seconds)
         lock = self._lock
         lock.acquire()
         try:
-            sketch = self._sketches.get(name)
-            if sketch is None:
+            try:
+                sketch = self._sketches[name]
+            except KeyError:  # once per name; a subscript is cheaper than .get() after that
                 sketch = self._sketches[name] = _Sketch()
             sketch.total += seconds
             if seconds > sketch.maximum:
@@ -274,6 +274,21 @@ class LatencyRecorder:
         with self._lock:
             names = len(self._sketches)
         return f"LatencyRecorder(relative_accuracy={self._relative_accuracy!r}, names={names})"
+
+
+def _check_accuracy(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0.0 < value < 1.0  # NaN fails this too
+    ):
+        raise InvalidOptionError(
+            "LatencyRecorder",
+            "relative_accuracy",
+            value,
+            "a number strictly between 0 and 1 (0.01 means 1 %)",
+        )
+    return float(value)
 
 
 _DEFAULT_RECORDER = LatencyRecorder()

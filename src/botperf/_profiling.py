@@ -10,9 +10,11 @@ import cProfile
 import functools
 import inspect
 import logging
+import math
 import os
 import pstats
 import sys
+import threading
 from collections.abc import Callable
 from time import perf_counter
 from types import TracebackType
@@ -20,15 +22,22 @@ from typing import Any, ParamSpec, Protocol, TextIO, TypeVar, cast, final
 
 from typing_extensions import Self
 
-from ._exceptions import TimerInUseError
+from ._exceptions import InvalidOptionError, TimerInUseError, check_int_option
 from ._latency import _DEFAULT_RECORDER, LatencyRecorder
 
 __all__ = ["EventRecorder", "profile", "timed"]
 
 logger = logging.getLogger(__name__)
 
+# Whether a botperf profile is running in the thread: cProfile allows one per thread.
+_profiling_thread = threading.local()
+
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# timed._start when no block is being timed: a float no clock reading can equal, so the
+# hot path needs neither a None check nor a typing.cast() call (a function call at run time).
+_IDLE = -math.inf
 
 #: The orders `profile` accepts, as `pstats.Stats.sort_stats` names them.
 SORT_KEYS = frozenset(pstats.Stats.sort_arg_dict_default)
@@ -95,7 +104,7 @@ class timed:
         self._name = name
         self._recorder = _DEFAULT_RECORDER if recorder is None else recorder
         self._metrics = metrics
-        self._start: float | None = None
+        self._start = _IDLE
         self.elapsed: float | None = None
 
     @property
@@ -140,7 +149,7 @@ class timed:
         return wrapper
 
     def __enter__(self) -> Self:
-        if self._start is not None:
+        if self._start != _IDLE:
             raise TimerInUseError("timed", self._name)
         self._start = perf_counter()
         return self
@@ -151,8 +160,8 @@ class timed:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        seconds = perf_counter() - cast("float", self._start)
-        self._start = None
+        seconds = perf_counter() - self._start
+        self._start = _IDLE
         self.elapsed = seconds
         error = exc_type is not None
         self._recorder.observe(self._name, seconds, error=error)
@@ -162,7 +171,7 @@ class timed:
     # The async protocol repeats the sync bodies: a call from one to the other would add
     # a tenth to the cost of every async block.
     async def __aenter__(self) -> Self:
-        if self._start is not None:
+        if self._start != _IDLE:
             raise TimerInUseError("timed", self._name)
         self._start = perf_counter()
         return self
@@ -173,8 +182,8 @@ class timed:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        seconds = perf_counter() - cast("float", self._start)
-        self._start = None
+        seconds = perf_counter() - self._start
+        self._start = _IDLE
         self.elapsed = seconds
         error = exc_type is not None
         self._recorder.observe(self._name, seconds, error=error)
@@ -209,6 +218,12 @@ def _record_event(metrics: EventRecorder, name: str, seconds: float, *, error: b
         logger.exception("timed(%r) could not record its timing in %r", name, metrics)
 
 
+def _check_sort(sort: object) -> str:
+    if not isinstance(sort, str) or sort not in SORT_KEYS:
+        raise InvalidOptionError("profile", "sort", sort, f"one of {', '.join(sorted(SORT_KEYS))}")
+    return sort
+
+
 @final
 class profile:
     """Profile a block (or each call of a function) with `cProfile` and report it.
@@ -220,8 +235,17 @@ class profile:
 
     Used as a decorator, each call is profiled on its own and overwrites ``path``. For
     an async function, cProfile sees the whole thread, so the profile also holds what
-    other tasks ran while the call awaited. cProfile allows one active profiler per
-    thread: do not nest or overlap profiles.
+    other tasks ran while the call awaited.
+
+    cProfile allows one active profiler per thread (and, from Python 3.12, one per
+    process). A call or block that starts while another profile is active in its thread,
+    such as a second call of a decorated coroutine function while the first awaits, or
+    a profile nested in another, runs unprofiled: it is counted in `skipped`, the
+    first such skip of this object is logged as a warning (logger
+    ``botperf._profiling``), and it writes and prints nothing; the profile already
+    running goes on undisturbed. The same holds when ``cProfile.Profile.enable()``
+    refuses because another tool holds the profiler (Python 3.12 and later). To read
+    `skipped` of a decorator, keep the object: ``p = profile(); handler = p(handler)``.
 
     Args:
         path: The ``.prof`` file to write, or ``None`` to only print.
@@ -232,10 +256,13 @@ class profile:
         stream: Where to print; `sys.stdout` (looked up at exit) when ``None``.
 
     Attributes:
-        stats: The statistics of the last profiled block, ``None`` before one finished.
+        stats: The statistics of the last profiled block or call, ``None`` before one
+            finished.
+        skipped: Blocks or calls that ran unprofiled because another profile was active.
 
     Raises:
-        ValueError: If ``top`` is negative or ``sort`` is not a pstats sort key.
+        InvalidOptionError: If ``top`` is not an int of at least 0, or ``sort`` is not
+            a pstats sort key (also a ``ValueError`` and a ``TypeError``).
         TimerInUseError: If the object is entered while it is already profiling.
     """
 
@@ -247,25 +274,21 @@ class profile:
         sort: str = "cumulative",
         stream: TextIO | None = None,
     ) -> None:
-        if top < 0:
-            raise ValueError(f"top must be >= 0 (0 prints nothing), got {top!r}")
-        if sort not in SORT_KEYS:
-            raise ValueError(f"sort must be one of {', '.join(sorted(SORT_KEYS))}; got {sort!r}")
+        self._top = check_int_option("profile", "top", top, minimum=0)
+        self._sort = _check_sort(sort)
         self._path = None if path is None else os.fspath(path)
-        self._top = top
-        self._sort = sort
         self._stream = stream
         self._active = False
+        self._profiler: cProfile.Profile | None = None
+        self._skip_lock = threading.Lock()
         self.stats: pstats.Stats | None = None
-
-    _profiler: cProfile.Profile
+        self.skipped = 0
 
     def __enter__(self) -> Self:
         if self._active:
             raise TimerInUseError("profile", str(self._path))
         self._active = True
-        self._profiler = cProfile.Profile()
-        self._profiler.enable()
+        self._profiler = self._start()
         return self
 
     def __exit__(
@@ -274,36 +297,77 @@ class profile:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        profiler = self._profiler
-        profiler.disable()
+        profiler, self._profiler = self._profiler, None
         self._active = False
-        if self._path is not None:
-            profiler.dump_stats(self._path)
-        stream = sys.stdout if self._stream is None else self._stream
-        self.stats = pstats.Stats(profiler, stream=stream)
-        if self._top:
-            where = f"; the full profile is in {self._path}" if self._path else ""
-            print(f"botperf.profile: top {self._top} functions by {self._sort}{where}", file=stream)
-            self.stats.sort_stats(self._sort).print_stats(self._top)
+        self._finish(profiler)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Return ``func`` wrapped so that each call is profiled and reported."""
-        path, top, sort, stream = self._path, self._top, self._sort, self._stream
+        start, finish = self._start, self._finish
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                with profile(path, top=top, sort=sort, stream=stream):
+                profiler = start()
+                try:
                     return await func(*args, **kwargs)
+                finally:
+                    finish(profiler)
 
             return cast("Callable[P, R]", async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with profile(path, top=top, sort=sort, stream=stream):
+            profiler = start()
+            try:
                 return func(*args, **kwargs)
+            finally:
+                finish(profiler)
 
         return wrapper
+
+    def _start(self) -> cProfile.Profile | None:
+        """Start profiling this thread; ``None`` (a counted skip) if a profile is active."""
+        if getattr(_profiling_thread, "active", False):
+            self._skip("another botperf profile is active in this thread")
+            return None
+        profiler = cProfile.Profile()
+        try:
+            profiler.enable()
+        except ValueError as exc:  # Python 3.12+: "Another profiling tool is already active"
+            self._skip(str(exc))
+            return None
+        _profiling_thread.active = True
+        return profiler
+
+    def _finish(self, profiler: cProfile.Profile | None) -> None:
+        """Stop ``profiler``, then write and print its profile; nothing for a skip."""
+        if profiler is None:
+            return
+        profiler.disable()
+        _profiling_thread.active = False
+        if self._path is not None:
+            profiler.dump_stats(self._path)
+        stream = sys.stdout if self._stream is None else self._stream
+        stats = pstats.Stats(profiler, stream=stream)
+        self.stats = stats
+        if self._top:
+            where = f"; the full profile is in {self._path}" if self._path else ""
+            print(f"botperf.profile: top {self._top} functions by {self._sort}{where}", file=stream)
+            stats.sort_stats(self._sort).print_stats(self._top)
+
+    def _skip(self, reason: str) -> None:
+        with self._skip_lock:
+            self.skipped += 1
+            first = self.skipped == 1
+        if first:
+            logger.warning(
+                "%r: a call or block ran unprofiled because it overlapped another profile "
+                "(%s; cProfile allows one at a time per thread). Counted in .skipped; this "
+                "warning is given once per profile object.",
+                self,
+                reason,
+            )
 
     def __repr__(self) -> str:
         return f"profile({self._path!r}, top={self._top!r}, sort={self._sort!r})"

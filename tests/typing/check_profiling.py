@@ -6,7 +6,7 @@ import pstats
 
 from typing_extensions import assert_type
 
-from botperf import LatencyRecorder, LatencyStats, profile, timed
+from botperf import EventRecorder, LatencyRecorder, LatencyStats, profile, timed
 
 recorder = LatencyRecorder(relative_accuracy=0.01)
 assert_type(recorder.observe("cache.get", 0.0003), None)
@@ -22,6 +22,9 @@ assert_type(LatencyRecorder.default(), LatencyRecorder)
 
 class Writer:
     def record(self, event: str, /, **fields: object) -> None: ...
+
+
+events: EventRecorder = Writer()  # the protocol, satisfied without inheriting from it
 
 
 @timed("ollama.chat", recorder=recorder, metrics=Writer())

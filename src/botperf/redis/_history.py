@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
 from collections.abc import Callable
 from itertools import islice
 from typing import Any, Generic, cast, final
@@ -13,13 +12,21 @@ from typing import Any, Generic, cast, final
 from redis.asyncio import Redis
 from typing_extensions import Self, TypeVar
 
-from .._exceptions import HistoryTypeError, HistoryValueError, RedisCommandError
-from .._history import HistoryStats, Message, _check_limit, _new_tuple, approximate_tokens
+from .._exceptions import (
+    HistoryTypeError,
+    HistoryValueError,
+    InvalidOptionError,
+    RedisCommandError,
+    check_seconds_option,
+)
+from .._history import HistoryStats, Message, _new_tuple, check_options, count_checked
 from ._connection import Connection
 
 __all__ = ["RedisHistoryStore"]
 
 logger = logging.getLogger(__name__)
+
+_OWNER = "RedisHistoryStore"
 
 ChannelT = TypeVar("ChannelT", bound="int | str", default="int | str")
 
@@ -132,9 +139,8 @@ class RedisHistoryStore(Generic[ChannelT]):
             and the append goes on.
 
     Raises:
-        HistoryValueError: If an option is out of range (as for ``HistoryStore``;
-            ``timeout`` above 0, ``prefix`` non-empty).
-        HistoryTypeError: If an option has the wrong type.
+        InvalidOptionError: If an option is of the wrong type or out of range (as for
+            ``HistoryStore``; ``timeout`` above 0, ``prefix`` non-empty).
     """
 
     def __init__(
@@ -150,40 +156,30 @@ class RedisHistoryStore(Generic[ChannelT]):
         system_prompt: str | None = None,
         on_evict: Callable[[ChannelT, tuple[Message, ...]], object] | None = None,
     ) -> None:
-        if not isinstance(prefix, str):
-            raise HistoryTypeError("prefix", prefix, "a non-empty str such as 'bot:history:'")
-        if not prefix:
-            raise HistoryValueError("prefix", prefix, "a non-empty str such as 'bot:history:'")
-        self._max_channels = _check_limit("max_channels", max_channels)
-        self._max_messages = _check_limit("max_messages", max_messages)
-        self._max_tokens = None if max_tokens is None else _check_limit("max_tokens", max_tokens)
-        if count_tokens is not None and not callable(count_tokens):
-            raise HistoryTypeError("count_tokens", count_tokens, "a callable str -> int or None")
-        if on_evict is not None and not callable(on_evict):
-            raise HistoryTypeError(
-                "on_evict", on_evict, "a callable (channel, messages) -> None or None"
+        if type(prefix) is not str or not prefix:
+            raise InvalidOptionError(
+                _OWNER, "prefix", prefix, "a non-empty str such as 'bot:history:'"
             )
-        if system_prompt is not None and not isinstance(system_prompt, str):
-            raise HistoryTypeError("system_prompt", system_prompt, "a str or None")
-        self._count_tokens = approximate_tokens if count_tokens is None else count_tokens
-        self._system_prompt = system_prompt
-        self._system_tokens = 0
-        if system_prompt is not None and self._max_tokens is not None:
-            self._system_tokens = self._count("system_prompt", system_prompt)
-            if self._system_tokens >= self._max_tokens:
-                raise HistoryValueError(
-                    "max_tokens",
-                    max_tokens,
-                    f"more than the system prompt's {self._system_tokens} tokens, "
-                    "to leave room for messages",
-                )
+        options = check_options(
+            _OWNER,
+            max_channels=max_channels,
+            max_messages=max_messages,
+            max_tokens=max_tokens,
+            count_tokens=count_tokens,
+            system_prompt=system_prompt,
+            on_evict=on_evict,
+        )
+        self._max_channels = options.max_channels
+        self._max_messages = options.max_messages
+        self._max_tokens = options.max_tokens
+        self._count_tokens = options.count_tokens
+        self._system_prompt = options.system_prompt
+        self._system_tokens = options.system_tokens
         self._on_evict = on_evict
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise HistoryTypeError("timeout", timeout, "a number of seconds above 0")
-        if not 0 < timeout < math.inf:
-            raise HistoryValueError("timeout", timeout, "a finite number of seconds above 0")
+        check_seconds_option(_OWNER, "timeout", timeout)
         if not isinstance(redis, (str, Redis)):
-            raise HistoryTypeError(
+            raise InvalidOptionError(
+                _OWNER,
                 "redis",
                 redis,
                 "a redis.asyncio.Redis client or a URL such as 'redis://host:6379/0'",
@@ -453,10 +449,7 @@ class RedisHistoryStore(Generic[ChannelT]):
                 await self._connection.client.hincrby(self._stats, "evict_errors", 1)
 
     def _count(self, what: str, text: str) -> int:
-        count = self._count_tokens(text)
-        if type(count) is not int or count < 0:
-            raise HistoryValueError(f"count_tokens({what})", count, "a non-negative int")
-        return count
+        return count_checked(self._count_tokens, what, text)
 
 
 def _member(channel: object) -> str:
