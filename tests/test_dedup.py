@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from concurrency import eventually, leave_once_started
 
 from botperf import DedupCancelledError, DedupKeyError, Deduplicator, DedupStats, deduplicate
 from botperf._hosting import new_flight
@@ -46,13 +47,6 @@ class Work:
         if self.error is not None:
             raise self.error
         return [value]  # a new object each call, so `is` tells executions apart
-
-
-async def eventually(predicate: Callable[[], bool]) -> None:
-    """Let other tasks run until ``predicate()`` holds (a safety-net timeout, not a timing)."""
-    with anyio.fail_after(10):
-        while not predicate():
-            await anyio.lowlevel.checkpoint()
 
 
 def settled(dedup: Deduplicator) -> bool:
@@ -305,8 +299,7 @@ async def test_execution_is_cancelled_when_every_caller_has_left() -> None:
 async def test_a_call_after_an_abandoned_execution_starts_a_fresh_one() -> None:
     dedup = Deduplicator()
     abandoned = Work()
-    with anyio.move_on_after(0.01):
-        await dedup.run("key", abandoned)
+    await leave_once_started(lambda: dedup.run("key", abandoned), abandoned.started)
     assert dedup.in_flight == 0
     fresh = Work()
     fresh.release.set()
@@ -384,9 +377,7 @@ async def test_abandoned_execution_raising_instead_of_ending_is_logged(
             raise ValueError("cleanup failed") from None
 
     with caplog.at_level(logging.WARNING, logger="botperf._dedup"):
-        with anyio.move_on_after(0.01):
-            await dedup.run("key", stubborn)
-        await started.wait()
+        await leave_once_started(lambda: dedup.run("key", stubborn), started)
         await eventually(lambda: settled(dedup))
     assert "raised instead of ending" in caplog.text
     assert dedup.stats.errors == 0
@@ -435,12 +426,11 @@ async def test_execution_cancelled_from_outside_before_its_first_step_fails_its_
 async def test_forgotten_execution_is_cancelled_when_its_last_caller_leaves() -> None:
     dedup = Deduplicator()
     work = Work()
-    with anyio.move_on_after(0.01):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(dedup.run, "key", work)
-            await work.started.wait()
-            dedup.forget("key")
-            await anyio.sleep(3600)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dedup.run, "key", work)
+        await work.started.wait()
+        dedup.forget("key")
+        tg.cancel_scope.cancel()
     await work.saw_cancellation.wait()
     await eventually(lambda: settled(dedup))
 

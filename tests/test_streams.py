@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.lowlevel
 import pytest
+from concurrency import eventually, leave_once_started
 
 from botperf import (
     DedupCancelledError,
@@ -75,13 +76,6 @@ class Upstream:
             raise
         finally:
             self.closed.set()
-
-
-async def eventually(predicate: Callable[[], bool]) -> None:
-    """Let other tasks run until ``predicate()`` holds (a safety-net timeout, not a timing)."""
-    with anyio.fail_after(10):
-        while not predicate():
-            await anyio.lowlevel.checkpoint()
 
 
 def settled(dedup: Deduplicator) -> bool:
@@ -483,9 +477,7 @@ async def test_abandoned_upstream_raising_instead_of_ending_is_logged(
         yield "never"
 
     with caplog.at_level(logging.WARNING, logger="botperf._streams"):
-        with anyio.move_on_after(0.01):
-            await collect(dedup.stream("key", stubborn), [])
-        await started.wait()
+        await leave_once_started(lambda: collect(dedup.stream("key", stubborn), []), started)
         await eventually(lambda: settled(dedup))
     assert "raised instead of ending" in caplog.text
     assert dedup.stats.errors == 0

@@ -1,0 +1,28 @@
+"""Helpers for tests of concurrent code, free of wall-clock timing (both backends)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.lowlevel
+
+
+async def eventually(predicate: Callable[[], bool]) -> None:
+    """Let other tasks run until ``predicate()`` holds (a safety-net timeout, not a timing)."""
+    with anyio.fail_after(10):
+        while not predicate():
+            await anyio.lowlevel.checkpoint()
+
+
+async def leave_once_started(call: Callable[[], Awaitable[object]], started: anyio.Event) -> None:
+    """Make ``call()`` in a task and cancel it as soon as ``started`` is set.
+
+    A caller that leaves (a timeout, a cancelled handler) after the work has begun,
+    whatever the machine's speed: a short ``move_on_after`` could expire before the
+    work starts on a loaded machine, and then test something else.
+    """
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await started.wait()
+        tg.cancel_scope.cancel()
