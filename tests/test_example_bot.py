@@ -6,11 +6,13 @@ import asyncio
 import itertools
 import os
 import signal
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import discord
 import pytest
 
@@ -21,7 +23,10 @@ from examples.discord_bot.bot import (
     should_answer,
     strip_mention,
 )
+from examples.discord_bot.core import BotCore
 from examples.discord_bot.edits import EditThrottle, RateLimited
+from examples.discord_bot.fake_ollama import FakeOllama, canned_reply, tokenize
+from examples.discord_bot.llm import OllamaChat
 from examples.discord_bot.protocol import ChatCore, Reply
 
 BOT_ID = 42
@@ -151,6 +156,46 @@ async def test_reply_streams_once_typing_stops() -> None:
     assert core.asked == [(5, "ann", "hi")]
     assert log == ["typing", "typing done", "send Hel", "edit Hello", "edit Hello!"]
     assert messages == ["Hello!"]
+
+
+@pytest.mark.anyio
+async def test_channels_asking_at_once_each_render_the_one_shared_stream(
+    fake_ollama: FakeOllama, tmp_path: Path
+) -> None:
+    core = BotCore(OllamaChat(host=fake_ollama.url), metrics_path=tmp_path / "metrics.jsonl")
+    bot = make_bot(core)
+    shown: dict[int, list[str]] = {1: [], 2: []}  # what each channel's message showed
+
+    def sender(channel: int) -> Callable[[str], Awaitable[int]]:
+        async def send(content: str) -> int:
+            shown[channel].append(content)
+            return 0
+
+        return send
+
+    def editor(channel: int) -> Callable[[int, str], Awaitable[None]]:
+        async def edit(message: int, content: str) -> None:
+            shown[channel].append(content)
+
+        return edit
+
+    fake_ollama.pause()
+    try:
+        async with core, anyio.create_task_group() as group:
+            for channel in shown:
+                group.start_soon(
+                    bot.answer, channel, "ann", "hi", sender(channel), editor(channel), None
+                )
+            with anyio.fail_after(10):  # a safety net: both arrive at once
+                while core.dedup.stats.calls < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.001)
+            fake_ollama.resume()
+    finally:
+        fake_ollama.resume()
+    assert fake_ollama.count("/api/chat") == 1
+    for updates in shown.values():
+        assert updates[-1] == canned_reply("hi")
+        assert len(updates) == len(tokenize(canned_reply("hi")))  # one edit per piece
 
 
 @pytest.mark.anyio

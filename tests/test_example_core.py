@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from botperf import read_metrics
 from examples.discord_bot.core import DEFAULT_SYSTEM_PROMPT, BotCore, normalize
-from examples.discord_bot.fake_ollama import FakeOllama, Fault, canned_reply
+from examples.discord_bot.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
 from examples.discord_bot.llm import LLMErrorKind, OllamaChat
 from examples.discord_bot.protocol import Reply
 
@@ -52,12 +53,18 @@ def metrics_path(tmp_path: Path) -> Path:
 
 @asynccontextmanager
 async def running_core(
-    server: FakeOllama, metrics_path: Path, *, seconds: float = 30.0, model: str = "llama3.2"
+    server: FakeOllama,
+    metrics_path: Path,
+    *,
+    seconds: float = 30.0,
+    model: str = "llama3.2",
+    max_reply_chunks: int = 10_000,
 ) -> AsyncIterator[BotCore]:
     async with BotCore(
         OllamaChat(host=server.url, model=model, timeout=seconds),
         metrics_path=metrics_path,
         max_messages=4,
+        max_reply_chunks=max_reply_chunks,
     ) as core:
         yield core
 
@@ -171,13 +178,237 @@ async def test_reset_forgets_the_channel_only(fake_ollama: FakeOllama, metrics_p
     assert fake_ollama.conversations()[-1] == [system(), user("again")]
 
 
-async def test_stream_yields_the_whole_reply(fake_ollama: FakeOllama, metrics_path: Path) -> None:
+class Consumer:
+    """One message whose streamed reply is read in a task; ``pieces`` grows as it arrives."""
+
+    def __init__(self, core: BotCore, channel: int, text: str, *, stop_after: int = 0) -> None:
+        self.core = core
+        self.channel = channel
+        self.text = text
+        self.stop_after = stop_after
+        self.pieces: list[str] = []
+        self.done = False
+
+    async def run(self) -> None:
+        async with aclosing(self.core.stream(self.channel, f"user{self.channel}", self.text)) as s:
+            async for piece in s:
+                self.pieces.append(piece)
+                if len(self.pieces) == self.stop_after:
+                    break  # this user's reader goes away mid-reply
+        self.done = True
+
+    async def start(self, group: anyio.abc.TaskGroup, *, pieces: int) -> Consumer:
+        """Start reading; return once ``pieces`` pieces arrived (the server paused after them)."""
+        group.start_soon(self.run)
+        await wait_until(lambda: len(self.pieces) == pieces)
+        return self
+
+
+def reply_tokens(question: str) -> list[str]:
+    return tokenize(canned_reply(question))
+
+
+async def test_stream_yields_the_reply_token_by_token_and_stores_it(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
     async with (
         running_core(fake_ollama, metrics_path) as core,
         aclosing(core.stream(1, "ann", "hello")) as pieces,
     ):
         received = [piece async for piece in pieces]
-    assert received == [canned_reply("hello")]
+        history = [(m.role, m.content) for m in core.history.get(1)]
+    assert received == reply_tokens("hello")
+    assert history == [("user", "hello"), ("assistant", canned_reply("hello"))]
+
+
+async def test_concurrent_identical_streams_share_one_request_and_every_chunk(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path) as core:
+        consumers = [Consumer(core, channel, "What is a GIL?") for channel in (1, 2, 3)]
+        fake_ollama.pause()
+        try:
+            async with anyio.create_task_group() as group:
+                for consumer in consumers:
+                    group.start_soon(consumer.run)
+                await wait_until(lambda: core.dedup.stats.calls == 3)
+                fake_ollama.resume()
+        finally:
+            fake_ollama.resume()
+    assert fake_ollama.count("/api/chat") == 1
+    assert [c.pieces for c in consumers] == [reply_tokens("What is a GIL?")] * 3
+    assert (core.dedup.stats.executions, core.dedup.stats.shared) == (1, 2)
+
+
+async def test_a_late_joiner_gets_the_whole_reply_without_an_extra_call(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    fake_ollama.pause(after_tokens=3)
+    try:
+        async with (
+            running_core(fake_ollama, metrics_path) as core,
+            anyio.create_task_group() as group,
+        ):
+            first = await Consumer(core, 1, "hi").start(group, pieces=3)
+            late = await Consumer(core, 2, "HI ").start(group, pieces=3)  # replayed at once
+            assert not first.done  # the reply is held mid-stream
+            fake_ollama.resume()
+    finally:
+        fake_ollama.resume()
+    assert first.pieces == late.pieces == reply_tokens("hi")
+    assert fake_ollama.count("/api/chat") == 1
+    assert (core.dedup.stats.executions, core.dedup.stats.shared) == (1, 1)
+    assert core.history.get(2)[-1].content == canned_reply("hi")
+
+
+async def test_streamed_replies_record_the_call_once_and_each_message(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    fake_ollama.pause(after_tokens=1)
+    try:
+        async with (
+            running_core(fake_ollama, metrics_path) as core,
+            anyio.create_task_group() as group,
+        ):
+            await Consumer(core, 1, "hi").start(group, pieces=1)
+            await Consumer(core, 2, "hi").start(group, pieces=1)
+            fake_ollama.resume()
+    finally:
+        fake_ollama.resume()
+    made, shared = sorted(events(metrics_path, "llm_call"), key=lambda e: e["deduplicated"])
+    assert (made["channel"], made["deduplicated"], shared["channel"], shared["deduplicated"]) == (
+        1,
+        False,
+        2,
+        True,
+    )
+    assert 0 < made["ttft_ms"] <= made["latency_ms"]
+    assert made["eval_count"] == len(reply_tokens("hi"))
+    assert (shared["ttft_ms"], shared["eval_count"], shared["error"]) == (None, None, False)
+    assert len(events(metrics_path, "message_in")) == 2
+    replies = events(metrics_path, "reply_out")
+    assert sorted((e["channel"], e["chars"], e["error"]) for e in replies) == [
+        (1, len(canned_reply("hi")), False),
+        (2, len(canned_reply("hi")), False),
+    ]
+    assert len(events(metrics_path, "ollama.chat")) == 1
+
+
+async def test_a_consumer_that_stops_early_leaves_the_others_streaming(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    fake_ollama.pause(after_tokens=3)
+    try:
+        async with (
+            running_core(fake_ollama, metrics_path) as core,
+            anyio.create_task_group() as group,
+        ):
+            leaver = await Consumer(core, 1, "hi", stop_after=4).start(group, pieces=3)
+            stayer = await Consumer(core, 2, "hi").start(group, pieces=3)
+            fake_ollama.resume()
+            await wait_until(lambda: leaver.done)
+    finally:
+        fake_ollama.resume()
+    assert leaver.pieces == reply_tokens("hi")[:4]
+    assert stayer.pieces == reply_tokens("hi")
+    assert (fake_ollama.count("/api/chat"), fake_ollama.hangups()) == (1, 0)
+    assert core.history.get(1) == ()
+    assert [e["channel"] for e in events(metrics_path, "reply_out")] == [2]
+    [made] = [e for e in events(metrics_path, "llm_call") if not e["deduplicated"]]
+    assert (made["channel"], made["error"]) == (1, False)  # the call made, read to its end
+
+
+async def test_when_every_consumer_leaves_the_ollama_request_is_closed(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    fake_ollama.pause(after_tokens=3)
+    try:
+        async with (
+            running_core(fake_ollama, metrics_path) as core,
+            anyio.create_task_group() as group,
+        ):
+            leavers = [Consumer(core, channel, "hi", stop_after=3) for channel in (1, 2)]
+            for leaver in leavers:
+                group.start_soon(leaver.run)
+            await wait_until(lambda: all(leaver.done for leaver in leavers))
+            await wait_until(lambda: core.dedup.in_flight == 0)
+            fake_ollama.resume()
+            await wait_until(lambda: fake_ollama.hangups() == 1)  # it saw the request closed
+    finally:
+        fake_ollama.resume()
+    assert fake_ollama.count("/api/chat") == 1
+    [call] = events(metrics_path, "llm_call")
+    assert (call["deduplicated"], call["error_kind"]) == (False, "cancelled")
+    assert events(metrics_path, "reply_out") == []
+    assert core.history.get(1) == core.history.get(2) == ()
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [(Fault.ERROR_LINE, LLMErrorKind.STREAM_ERROR), (Fault.DISCONNECT, LLMErrorKind.DISCONNECTED)],
+    ids=["error_line", "disconnect"],
+)
+async def test_a_failure_mid_stream_reaches_every_consumer_and_counts_per_message(
+    fake_ollama: FakeOllama,
+    metrics_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    fault: Fault,
+    kind: LLMErrorKind,
+) -> None:
+    fake_ollama.fault = fault
+    fake_ollama.pause(after_tokens=2)
+    try:
+        async with (
+            running_core(fake_ollama, metrics_path) as core,
+            anyio.create_task_group() as group,
+        ):
+            consumers = [await Consumer(core, c, "hi").start(group, pieces=2) for c in (1, 2)]
+            fake_ollama.resume()
+    finally:
+        fake_ollama.resume()
+    tokens = reply_tokens("hi")
+    for consumer in consumers:
+        *streamed, explanation = consumer.pieces
+        assert streamed == tokens[: len(tokens) // 2]
+        assert explanation.startswith("\n\n")
+        assert 0 < len(explanation) < 200
+    assert consumers[0].pieces == consumers[1].pieces
+    assert fake_ollama.count("/api/chat") == 1
+    assert core.errors == {kind: 2}
+    assert core.dedup.stats.errors == 1
+    assert caplog.text.count("LLM call failed") == 1
+    assert core.history.get(1) == core.history.get(2) == ()
+    calls = events(metrics_path, "llm_call")
+    assert sorted((e["deduplicated"], e["error_kind"]) for e in calls) == [
+        (False, kind.value),
+        (True, kind.value),
+    ]
+    assert [e["error_kind"] for e in events(metrics_path, "reply_out")] == [kind.value] * 2
+
+
+async def test_a_failure_before_any_piece_is_the_only_piece(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    fake_ollama.fault = Fault.SERVER_ERROR
+    async with (
+        running_core(fake_ollama, metrics_path) as core,
+        aclosing(core.stream(1, "ann", "hello")) as pieces,
+    ):
+        received = [piece async for piece in pieces]
+    assert received == ["The Ollama server failed (HTTP 500); please try again later."]
+
+
+async def test_a_runaway_reply_is_cut_off_answered_and_counted(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path, max_reply_chunks=3) as core:
+        reply = await core.handle(1, "ann", "tell me everything")
+        assert reply.error is LLMErrorKind.TOO_LONG
+        assert reply.text == "The answer grew too long to send; please ask for a shorter one."
+        assert core.errors[LLMErrorKind.TOO_LONG] == 1
+        assert core.history.get(1) == ()  # a failed turn leaves no history
+    (reply_out,) = events(metrics_path, "reply_out")
+    assert (reply_out["error"], reply_out["error_kind"]) == (True, "too_long")
 
 
 FAILURES: list[tuple[Fault | None, str, float, LLMErrorKind, str]] = [

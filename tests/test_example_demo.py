@@ -18,10 +18,12 @@ from examples.discord_bot.__main__ import main
 from examples.discord_bot.console import run_console
 from examples.discord_bot.core import BotCore
 from examples.discord_bot.demo import (
+    MID_STREAM_QUESTION,
     DemoConfig,
     ProgressBar,
     Row,
     format_table,
+    mid_stream_round,
     percentile,
     plan,
     report,
@@ -39,7 +41,10 @@ FAST = DemoConfig(
     time_to_first_token=0.01,
     token_delay=0.001,
     reply_tokens=8,
+    first_wave=2,
+    late_joiners=3,
 )
+MESSAGES = 8 * 2 + 2 + 3
 
 pytestmark = pytest.mark.filterwarnings(
     # See tests/test_example_core.py: trio reports the ollama client's generators on errors.
@@ -56,9 +61,9 @@ def metrics_path(tmp_path: Path) -> Path:
 async def test_demo_answers_every_message(metrics_path: Path) -> None:
     progress = io.StringIO()
     outcome = await run_demo(FAST, metrics_path, progress=progress)
-    assert outcome.messages == len(outcome.latencies) == 16
+    assert outcome.messages == len(outcome.latencies) == len(outcome.first_words) == MESSAGES
     assert outcome.failed == 0
-    assert progress.getvalue().endswith("16/16 messages\n")
+    assert progress.getvalue().endswith(f"{MESSAGES}/{MESSAGES} messages\n")
 
 
 @pytest.mark.anyio
@@ -66,7 +71,9 @@ async def test_demo_makes_one_llm_call_per_conversation_and_round(metrics_path: 
     # Every channel held and all messages of a round at once: each track's channels share
     # one call per round. The model's 200 ms before its first token leave the burst ample
     # time to arrive while the call runs.
-    config = replace(FAST, max_channels=8, arrival_spread=0.0, time_to_first_token=0.2)
+    config = replace(
+        FAST, max_channels=8, arrival_spread=0.0, time_to_first_token=0.2, late_joiners=0
+    )
     outcome = await run_demo(config, metrics_path, progress=None)
     assert outcome.llm_calls == config.tracks * config.rounds
     assert outcome.core.history.stats.evictions == 0
@@ -91,21 +98,53 @@ async def test_demo_numbers_agree_with_each_other(metrics_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_late_joiners_of_a_streaming_reply_cost_no_llm_call(metrics_path: Path) -> None:
+    # A reply streaming for about 0.75 s after its first words leaves the late joiners, sent
+    # as soon as those arrive, ample time to join it.
+    config = replace(
+        FAST, channels=2, rounds=1, arrival_spread=0.0, token_delay=0.05, reply_tokens=16
+    )
+    outcome = await run_demo(config, metrics_path, progress=None)
+    assert (outcome.mid_stream_joins, outcome.mid_stream_calls) == (config.late_joiners, 0)
+    assert outcome.llm_calls == outcome.core.dedup.stats.executions == 2 + 1
+    assert re.search(
+        r"^  late joiners \(mid-stream\) / extra LLM calls +3 / 0  joined a reply already "
+        r"streaming to 2 channels \(Ollama server's count\)$",
+        report(outcome),
+        re.M,
+    )
+
+
+def test_the_mid_stream_round_asks_one_question_in_new_channels() -> None:
+    messages = mid_stream_round(FAST)
+    assert [m.late for m in messages] == [False] * 2 + [True] * 3
+    assert {m.text for m in messages} == {MID_STREAM_QUESTION}
+    tracked = {m.channel_id for round_ in plan(FAST) for m in round_}
+    assert len({m.channel_id for m in messages} - tracked) == 5
+    assert mid_stream_round(replace(FAST, late_joiners=0)) == []
+
+
+@pytest.mark.anyio
 async def test_report_shows_the_measured_numbers(metrics_path: Path) -> None:
     outcome = await run_demo(FAST, metrics_path, progress=None)
     calls = outcome.llm_calls
-    saved = 16 - calls
+    saved = MESSAGES - calls
     stats = outcome.core.metrics.stats
     table = report(outcome)
-    assert re.search(r"^  replies ok / failed +16 / 0$", table, re.M)
+    assert re.search(rf"^  replies ok / failed +{MESSAGES} / 0$", table, re.M)
     assert re.search(
         rf"^  LLM calls made +{calls} / {calls}  Ollama server's count / Deduplicator "
         "executions: they agree$",
         table,
         re.M,
     )
-    assert re.search(rf"^  LLM calls saved +{saved} \({saved / 16:.0%}\) ", table, re.M)
+    assert re.search(rf"^  LLM calls saved +{saved} \({saved / MESSAGES:.0%}\) ", table, re.M)
     assert re.search(r"^  reply latency p50 / p99 +\d+ / \d+ ms ", table, re.M)
+    assert re.search(r"^  first words p50 / p99 +\d+ / \d+ ms ", table, re.M)
+    joins, extra = outcome.mid_stream_joins, outcome.mid_stream_calls
+    assert re.search(
+        rf"^  late joiners \(mid-stream\) / extra LLM calls +{joins} / {extra} ", table, re.M
+    )
     held = outcome.core.history.stats
     assert re.search(
         rf"^  channels held / evicted +6 / {held.evictions}  HistoryStore, max_channels=6$",
@@ -125,7 +164,8 @@ async def test_botperf_report_reads_the_demos_metrics(
     await run_demo(FAST, metrics_path, progress=None)
     assert botperf_main(["report", str(metrics_path)]) == 0
     out = capsys.readouterr().out
-    for line in ("llm_call: 16 events", "message_in: 16 events", "reply_out: 16 events"):
+    for name in ("llm_call", "message_in", "reply_out"):
+        line = f"{name}: {MESSAGES} events"
         assert line in out
 
 
@@ -160,6 +200,10 @@ def test_config_rejects_bad_values() -> None:
         DemoConfig(max_channels=0)
     with pytest.raises(ValueError, match="token_delay must be >= 0"):
         DemoConfig(token_delay=-1)
+    with pytest.raises(ValueError, match="first_wave must be >= 1"):
+        DemoConfig(first_wave=0)
+    with pytest.raises(ValueError, match="late_joiners must be >= 0"):
+        DemoConfig(late_joiners=-1)
 
 
 @pytest.mark.anyio
@@ -201,6 +245,7 @@ def test_demo_runs_from_the_command_line(tmp_path: Path) -> None:
             "--channels=6",
             "--rounds=1",
             "--max-channels=4",
+            "--late-joiners=0",
             f"--metrics={metrics}",
         ],
         cwd=ROOT,
@@ -221,7 +266,9 @@ def test_demo_runs_from_the_command_line(tmp_path: Path) -> None:
     assert "llm_call: 6 events" in summary.stdout
 
 
-@pytest.mark.parametrize("option", ["--channels=0", "--rounds=-1", "--timeout=abc"])
+@pytest.mark.parametrize(
+    "option", ["--channels=0", "--rounds=-1", "--timeout=abc", "--late-joiners=-1"]
+)
 def test_command_line_rejects_non_positive_numbers(
     option: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import ollama
@@ -106,6 +107,41 @@ def test_hang_fault_never_answers(fake_ollama: FakeOllama) -> None:
             json={"model": "llama3.2", "messages": USER},
             timeout=0.2,
         )
+
+
+def test_pause_after_tokens_holds_a_stream_mid_reply(fake_ollama: FakeOllama) -> None:
+    fake_ollama.pause(after_tokens=2)
+    body = {"model": "llama3.2", "messages": USER}
+    with httpx.stream("POST", f"{fake_ollama.url}/api/chat", json=body) as response:
+        lines = response.iter_lines()
+        held = [json.loads(next(lines)) for _ in range(2)]
+        fake_ollama.resume()
+        rest = [json.loads(line) for line in lines if line]
+    tokens = tokenize(canned_reply(USER[0]["content"]))
+    assert [chunk["message"]["content"] for chunk in held] == tokens[:2]
+    assert [chunk["message"]["content"] for chunk in rest[:-1]] == tokens[2:]
+    assert rest[-1]["done"] is True
+
+
+def test_counts_a_client_hanging_up_mid_stream(fake_ollama: FakeOllama) -> None:
+    fake_ollama.pause(after_tokens=2)
+    body = {"model": "llama3.2", "messages": USER}
+    with httpx.stream("POST", f"{fake_ollama.url}/api/chat", json=body) as response:
+        lines = response.iter_lines()
+        next(lines)
+    assert fake_ollama.hangups() == 0  # held: it has not written since
+    fake_ollama.resume()
+    deadline = time.monotonic() + 10  # a safety net: the next writes fail at once
+    while fake_ollama.hangups() == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert fake_ollama.hangups() == 1
+    fake_ollama.reset_counts()
+    assert fake_ollama.hangups() == 0
+
+
+def test_pause_rejects_a_negative_token_count(fake_ollama: FakeOllama) -> None:
+    with pytest.raises(ValueError, match="after_tokens must be >= 0, got -1"):
+        fake_ollama.pause(after_tokens=-1)
 
 
 def test_counts_requests_per_path_and_model(fake_ollama: FakeOllama) -> None:

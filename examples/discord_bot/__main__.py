@@ -30,14 +30,16 @@ DISCORD_TOKEN is not set. Create a bot in the Discord Developer Portal and expor
 `python -m examples.discord_bot --console` (needs Ollama) or `--demo` (needs nothing)."""
 
 
-def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:
+def _positive(kind: Callable[[str], N], *, zero: bool = False) -> Callable[[str], N]:
+    """An argparse type: a number > 0 (>= 0 with ``zero``)."""
+
     def parse(text: str) -> N:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not (value >= 0 if zero else value > 0):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
         return value
 
     return parse
@@ -63,6 +65,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--channels", type=_positive(int), default=120, help="demo: channels (120)")
     parser.add_argument(
         "--rounds", type=_positive(int), default=4, help="demo: messages per channel (4)"
+    )
+    parser.add_argument(
+        "--late-joiners",
+        type=_positive(int, zero=True),
+        default=40,
+        help="demo: users joining a reply mid-stream in the last round (40; 0 skips it)",
     )
     parser.add_argument(
         "--max-channels",
@@ -104,7 +112,10 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, report, run_demo
 
     config = DemoConfig(
-        channels=args.channels, rounds=args.rounds, max_channels=args.max_channels or 100
+        channels=args.channels,
+        rounds=args.rounds,
+        max_channels=args.max_channels or 100,
+        late_joiners=args.late_joiners,
     )
     metrics = args.metrics or Path(tempfile.mkdtemp(prefix="botperf-demo-")) / "metrics.jsonl"
     print(

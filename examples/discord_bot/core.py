@@ -4,9 +4,10 @@ Every botperf primitive has one job here:
 
 - a ``HistoryStore`` keeps each channel's last messages (LRU across channels, a token budget
   for the prompt) and turns them into Ollama's ``messages`` list;
-- a ``Deduplicator`` runs the Ollama call once for all the messages that would send the same
-  prompt at the same time (same model, same question up to case and spacing, same
-  conversation so far), and hands the one reply to every one of them;
+- a ``Deduplicator`` streams the Ollama reply once for all the messages that would send the
+  same prompt at the same time (same model, same question up to case and spacing, same
+  conversation so far): its shared stream hands every chunk to every one of them, a message
+  arriving mid-reply first getting the chunks already produced;
 - ``timed`` times each call to Ollama into a ``LatencyRecorder`` and the metrics file;
 - a ``BatchMetricsWriter`` records a ``message_in``, an ``llm_call`` and a ``reply_out``
   event per message (see :class:`BotCore` for their fields) and writes them to a JSON-lines
@@ -21,14 +22,20 @@ import os
 import secrets
 from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, final
 
-import anyio
 from typing_extensions import Self
 
-from botperf import BatchMetricsWriter, Deduplicator, HistoryStore, LatencyRecorder, timed
+from botperf import (
+    BatchMetricsWriter,
+    Deduplicator,
+    HistoryStore,
+    LatencyRecorder,
+    StreamTooLongError,
+    timed,
+)
 
 from .llm import ChatResult, LLMError, LLMErrorKind, OllamaChat
 from .protocol import Reply
@@ -66,17 +73,21 @@ def _ms(nanoseconds: int | None) -> float | None:
 
 
 @final
-class _Caller:
-    """One message's ticket into the Deduplicator: marked if its call ran the execution.
+class _Turn:
+    """One message's ticket into the shared stream, and how its turn ended.
 
-    Only the first caller's arguments reach the execution, so the mark tells each caller,
-    once the shared outcome arrives, whether its answer cost an LLM call or was shared.
+    Only the first consumer's arguments reach the upstream, which marks ``executed``: so
+    each message knows, once the stream has ended, whether its answer cost an LLM call or
+    was shared. ``text`` and ``error`` are the :class:`~.protocol.Reply` once the turn is
+    over.
     """
 
-    __slots__ = ("executed",)
+    __slots__ = ("error", "executed", "text")
 
     def __init__(self) -> None:
         self.executed = False
+        self.text = ""
+        self.error: LLMErrorKind | None = None
 
 
 @final
@@ -96,9 +107,13 @@ class BotCore:
     question, which comes on top of that budget.
 
     **Deduplication.** The key is the model, the normalized question (:func:`normalize`)
-    and a digest of the whole prompt before it. Messages with equal keys that arrive while
-    the call runs wait for it and get its reply; each channel stores its own user's words
-    with that reply. Results are not cached beyond the call (no ``ttl``).
+    and a digest of the whole prompt before it. The reply is streamed through
+    ``Deduplicator.stream()``: messages with equal keys that arrive while it streams share
+    the one Ollama request, each getting every chunk in order (one arriving mid-reply first
+    gets the chunks produced so far, at once), and each channel stores its own user's words
+    with the reply. A message whose consumer stops early leaves the others streaming; once
+    every one has left, the Ollama request is closed. Replies are not cached beyond the
+    stream (no ``ttl``).
 
     **Events** (``error`` is a bool, so ``botperf report`` counts failures; ``error_kind``
     an :class:`~.llm.LLMErrorKind` value, ``"cancelled"``, or ``None``):
@@ -106,16 +121,24 @@ class BotCore:
     - ``message_in``: ``channel``, ``author`` (a keyed hash: it tells users apart within
       one run and cannot be turned back into a name), ``chars``.
     - ``llm_call``, one per message: ``channel``, ``latency_ms`` (the call's duration, or
-      for a shared call this message's wait for it), ``deduplicated`` (whether it shared
-      another message's call), ``error``,
-      ``error_kind``, and what Ollama reported for the call: ``ttft_ms``,
-      ``prompt_eval_count``, ``eval_count``, ``total_duration_ms``, ``load_duration_ms``,
-      ``eval_duration_ms``, ``tokens_per_s``. Those are ``None`` on deduplicated events, so
-      summing them over the file gives what Ollama really spent. An execution whose first
-      caller was cancelled still records its own event (the call was made).
+      for a shared call this message's wait for the end of the stream), ``deduplicated``
+      (whether it shared another message's call), ``error``, ``error_kind``, and what
+      Ollama reported for the call: ``ttft_ms``, ``prompt_eval_count``, ``eval_count``,
+      ``total_duration_ms``, ``load_duration_ms``, ``eval_duration_ms``, ``tokens_per_s``.
+      Those are ``None`` on deduplicated events, so summing them over the file gives what
+      Ollama really spent. The call made records its event when it ends, even if the
+      message that started it has stopped consuming (the call was made); a call closed
+      because every consumer left records ``error_kind`` ``"cancelled"``.
     - ``ollama.chat``, from ``timed``: ``duration_ms``, ``error``, one per call made.
     - ``reply_out``: ``channel``, ``chars``, ``parts`` (Discord messages it takes),
-      ``latency_ms`` (from the message to its reply), ``error``, ``error_kind``.
+      ``latency_ms`` (from the message to the end of its reply), ``error``, ``error_kind``.
+      A message whose consumer stopped early records neither this nor, if it shared
+      another's call, ``llm_call``.
+
+    Durations measured per message (``llm.wait``, ``reply``, and the ``latency_ms`` fields
+    above) run until this message's consumer has read the end of the stream, so they
+    include the consumer's own time between chunks (a Discord edit); the upstream's
+    ``ollama.chat`` is not slowed by it.
 
     Args:
         llm: The Ollama client; the core owns it and closes it in :meth:`aclose`.
@@ -129,6 +152,8 @@ class BotCore:
         metrics_delay: Seconds an event waits at most before it is written.
         metrics_rotate_bytes: Rotate the metrics file before it would grow past this many
             bytes (five old files are kept); ``None`` never rotates.
+        max_reply_chunks: Streamed pieces one reply may have; a longer one (a runaway
+            model) is cut off and answered with a short explanation.
 
     Raises:
         ValueError: If ``max_messages`` is below 2, or another option is out of its range
@@ -147,6 +172,7 @@ class BotCore:
         metrics_batch: int = 50,
         metrics_delay: float = 5.0,
         metrics_rotate_bytes: int | None = 64 * 2**20,
+        max_reply_chunks: int = 10_000,
     ) -> None:
         if max_messages < 2:
             raise ValueError(f"max_messages must be >= 2 (one exchange), got {max_messages}")
@@ -158,8 +184,10 @@ class BotCore:
             system_prompt=system_prompt,
         )
         """Each channel's conversation."""
-        self.dedup = Deduplicator()
-        """Runs one Ollama call per burst of identical prompts."""
+        self.dedup = Deduplicator(max_chunks=max_reply_chunks)
+        """Runs one Ollama call per burst of identical prompts. A reply streamed in more
+        than ``max_reply_chunks`` pieces (a runaway model) is cut off and answered with a
+        short explanation, like any other failure."""
         self.metrics = BatchMetricsWriter(
             metrics_path,
             max_batch=metrics_batch,
@@ -220,86 +248,114 @@ class BotCore:
     async def handle(self, channel_id: int, author: str, text: str) -> Reply:
         """Answer ``text`` said by ``author`` in ``channel_id``, remembering the exchange.
 
-        An LLM failure becomes a :class:`~.protocol.Reply` with a short explanation; it is
-        logged (once per call made, however many messages shared it) and counted in
-        :attr:`errors` (once per message), and the channel's history is left as it was.
+        :meth:`stream`, read to its end. An LLM failure becomes a
+        :class:`~.protocol.Reply` with a short explanation; it is logged (once per call
+        made, however many messages shared it) and counted in :attr:`errors` (once per
+        message), and the channel's history is left as it was.
         """
-        self.record(
-            "message_in", channel=channel_id, author=self._pseudonym(author), chars=len(text)
-        )
-        timer = timed("reply", recorder=self.latency)
-        with timer:
-            reply = await self._answer(channel_id, author, text)
-        self.record(
-            "reply_out",
-            channel=channel_id,
-            chars=len(reply.text),
-            parts=len(split_message(reply.text)),
-            latency_ms=(timer.elapsed or 0.0) * 1e3,
-            error=not reply.ok,
-            error_kind=None if reply.error is None else reply.error.value,
-        )
-        return reply
+        turn = _Turn()
+        async with aclosing(self._turn(channel_id, author, text, turn)) as pieces:
+            async for _ in pieces:
+                pass
+        return Reply(turn.text, error=turn.error)
 
-    async def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
-        """Like :meth:`handle`, yielding the reply in one piece once it is complete.
+    def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
+        """Answer ``text`` as :meth:`handle` does, yielding the reply as the model streams it.
 
-        Until shared streams exist (botperf issue 9), a deduplicated call cannot hand
-        its tokens to several waiters as they arrive, so the reply comes whole. Ollama is
-        still streamed inside the shared execution, which measures the time to first token.
+        Identical concurrent questions share one streamed Ollama request (see
+        *Deduplication* above); a message arriving mid-reply gets the pieces already
+        produced at once, then the live ones. An LLM failure ends the stream with one
+        piece explaining it (after a blank line if part of the reply came first); it is
+        logged and counted as in :meth:`handle`. The exchange is stored once the whole
+        reply has been read. Close the generator (``contextlib.aclosing``) to stop early:
+        the other messages sharing the reply are not affected.
         """
-        reply = await self.handle(channel_id, author, text)
-        yield reply.text
+        return self._turn(channel_id, author, text, _Turn())
 
     async def reset(self, channel_id: int) -> None:
         """Forget the channel's history."""
         self.history.clear(channel_id)
 
-    async def _answer(self, channel_id: int, author: str, text: str) -> Reply:
+    async def _turn(
+        self, channel_id: int, author: str, text: str, turn: _Turn
+    ) -> AsyncGenerator[str, None]:
+        """One message's turn, the code path of both :meth:`handle` and :meth:`stream`."""
+        self.record(
+            "message_in", channel=channel_id, author=self._pseudonym(author), chars=len(text)
+        )
         context = self.history.as_messages(channel_id)
         key = (self.llm.model, normalize(text), _context_digest(context))
-        caller = _Caller()
-        timer = timed("llm.wait", recorder=self.latency)
-        try:
-            with timer:
-                result = await self.dedup.run(
-                    key,
-                    self._ask,
-                    caller,
-                    channel_id,
-                    [*context, {"role": "user", "content": text}],
+        messages = [*context, {"role": "user", "content": text}]
+        chunks = self.dedup.stream(key, self._ask, turn, channel_id, messages)
+        parts: list[str] = []
+        failure: LLMError | None = None
+        reply_timer = timed("reply", recorder=self.latency)
+        wait_timer = timed("llm.wait", recorder=self.latency)
+        with reply_timer:
+            try:
+                with wait_timer:
+                    async with aclosing(chunks):
+                        async for piece in chunks:
+                            parts.append(piece)
+                            yield piece
+            except LLMError as error:
+                failure = error
+            except StreamTooLongError as error:
+                failure = LLMError(
+                    LLMErrorKind.TOO_LONG,
+                    "The answer grew too long to send; please ask for a shorter one.",
+                    detail=str(error),
                 )
-        except LLMError as error:
-            if not caller.executed:
-                self._record_llm_call(channel_id, timer.elapsed, deduplicated=True, error=error)
-            self.errors[error.kind] += 1
-            return Reply(error.user_message, error=error.kind)
-        if not caller.executed:
-            self._record_llm_call(channel_id, timer.elapsed, deduplicated=True)
-        self.history.append(channel_id, "user", text, author=author)
-        self.history.append(channel_id, "assistant", result.text)
-        return Reply(result.text)
+                logger.warning("channel %s: reply cut off: %s", channel_id, error)
+        if not turn.executed:
+            self._record_llm_call(channel_id, wait_timer.elapsed, deduplicated=True, error=failure)
+        if failure is None:
+            turn.text = "".join(parts)
+            self.history.append(channel_id, "user", text, author=author)
+            self.history.append(channel_id, "assistant", turn.text)
+        else:
+            self.errors[failure.kind] += 1
+            turn.text, turn.error = failure.user_message, failure.kind
+        self.record(
+            "reply_out",
+            channel=channel_id,
+            chars=len(turn.text),
+            parts=len(split_message(turn.text)),
+            latency_ms=(reply_timer.elapsed or 0.0) * 1e3,
+            error=failure is not None,
+            error_kind=None if turn.error is None else turn.error.value,
+        )
+        if failure is not None:
+            # Shown after the part of the reply already streamed, if any, not glued to it.
+            yield f"\n\n{turn.text}" if parts else turn.text
 
     async def _ask(
-        self, caller: _Caller, channel_id: int, messages: list[dict[str, str]]
-    ) -> ChatResult:
-        """The shared execution: one call to Ollama (streamed), timed and recorded."""
-        caller.executed = True
+        self, turn: _Turn, channel_id: int, messages: list[dict[str, str]]
+    ) -> AsyncGenerator[str, None]:
+        """The shared upstream: one streamed call to Ollama, timed and recorded.
+
+        It runs in the Deduplicator's hosted task, never in a consumer's, so its timer and
+        its ``llm_call`` event measure the call itself, whatever the consumers do.
+        """
+        turn.executed = True
         # metrics=self rather than the writer: see record(), for a call outliving aclose().
         timer = timed("ollama.chat", recorder=self.latency, metrics=self)
+        chat = self.llm.stream(messages)
         try:
             with timer:
-                result = await self.llm.chat(messages)
+                async with chat:
+                    async for piece in chat:
+                        yield piece
         except LLMError as error:
             logger.warning("channel %s: LLM call failed: %s", channel_id, error)
             self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, error=error)
             raise
-        except anyio.get_cancelled_exc_class():
-            # Every waiter left (or the bot is shutting down): the call was made all the same.
+        except BaseException:
+            # Every consumer left (the upstream is cancelled, or closed at a yield), or the
+            # bot is shutting down: the call was made all the same.
             self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, cancelled=True)
             raise
-        self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, result=result)
-        return result
+        self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, result=chat.result)
 
     def _record_llm_call(
         self,

@@ -9,7 +9,14 @@ identical and many users ask the same thing at once, which the core's Deduplicat
 into one LLM call. There are more channels than the core's ``max_channels``, so the
 HistoryStore evicts some; an evicted channel starts its conversation afresh and no longer
 shares calls with its track (it shares them with the other evicted channels of its track).
-Rounds run one after another, because each round's history feeds the next.
+Rounds run one after another, because each round's history feeds the next. Every reply is
+streamed (:meth:`~.core.BotCore.stream`), as the Discord bot does.
+
+A last, *mid-stream* round (:func:`mid_stream_round`) shows what shared streams save: new
+channels ask one new question, a first wave at once, then a second wave of *late joiners*
+once the first words of the reply have arrived, while it is still streaming. They join the
+running stream, get the words already produced at once, then the rest, and cost no LLM call;
+the table counts the calls the fake server received while they joined.
 
 The table printed at the end is measured on that run, each *section* of it a function of the
 :class:`DemoOutcome` returning :class:`Row` objects (:data:`SECTIONS`).
@@ -23,6 +30,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import NamedTuple, TextIO, final
 
@@ -33,6 +41,7 @@ from .fake_ollama import FakeOllama
 from .llm import OllamaChat
 
 __all__ = [
+    "MID_STREAM_QUESTION",
     "QUESTIONS",
     "SECTIONS",
     "DemoConfig",
@@ -43,6 +52,8 @@ __all__ = [
     "history_rows",
     "latency_rows",
     "metrics_rows",
+    "mid_stream_round",
+    "mid_stream_rows",
     "percentile",
     "plan",
     "report",
@@ -77,6 +88,9 @@ QUESTIONS = (
     "How do I profile Python code?",
 )
 
+MID_STREAM_QUESTION = "Can several users share one streamed reply?"
+"""What every channel of the mid-stream round asks (no conversation track asks it)."""
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -92,6 +106,9 @@ class DemoConfig:
         time_to_first_token: the fake server's delay before the first token, seconds.
         token_delay: the fake server's delay between tokens, seconds.
         reply_tokens: tokens per canned reply.
+        first_wave: channels asking at once in the mid-stream round.
+        late_joiners: channels asking the same, in the mid-stream round, once the reply has
+            begun streaming (spread over ``arrival_spread``); 0 skips the round.
         seed: seeds the arrival jitter, so two runs send the same burst.
     """
 
@@ -103,12 +120,16 @@ class DemoConfig:
     time_to_first_token: float = 0.25
     token_delay: float = 0.015
     reply_tokens: int = 32
+    first_wave: int = 20
+    late_joiners: int = 40
     seed: int = 7
 
     def __post_init__(self) -> None:
-        for name in ("channels", "rounds", "tracks", "max_channels", "reply_tokens"):
+        for name in ("channels", "rounds", "tracks", "max_channels", "reply_tokens", "first_wave"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.late_joiners < 0:
+            raise ValueError(f"late_joiners must be >= 0, got {self.late_joiners}")
         for name in ("arrival_spread", "time_to_first_token", "token_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
@@ -116,7 +137,8 @@ class DemoConfig:
     @property
     def messages(self) -> int:
         """How many messages the run sends."""
-        return self.channels * self.rounds
+        mid_stream = self.first_wave + self.late_joiners if self.late_joiners else 0
+        return self.channels * self.rounds + mid_stream
 
 
 class Message(NamedTuple):
@@ -126,7 +148,9 @@ class Message(NamedTuple):
     author: str
     text: str
     delay: float
-    """Seconds after the start of its round."""
+    """Seconds after the start of its round (for a late joiner: after the first words)."""
+    late: bool = False
+    """Whether it is sent once the reply it shares has begun streaming."""
 
 
 class Row(NamedTuple):
@@ -151,6 +175,29 @@ def plan(config: DemoConfig) -> list[list[Message]]:
             messages.append(Message(1000 + channel, author, question, delay))
         rounds.append(messages)
     return rounds
+
+
+def mid_stream_round(config: DemoConfig) -> list[Message]:
+    """The messages of the mid-stream round, deterministic for a given config.
+
+    New channels (no history, so one prompt for all) ask :data:`MID_STREAM_QUESTION`: the
+    ``first_wave`` ones at once, then the ``late_joiners`` (``late=True``). Empty when
+    ``late_joiners`` is 0.
+    """
+    if not config.late_joiners:
+        return []
+    jitter = random.Random(config.seed + 1)
+    first = 1000 + config.channels  # past the channels of the conversation tracks
+    return [
+        Message(
+            first + index,
+            f"user{first + index}",
+            MID_STREAM_QUESTION,
+            jitter.uniform(0, config.arrival_spread),
+            late=index >= config.first_wave,
+        )
+        for index in range(config.first_wave + config.late_joiners)
+    ]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -209,8 +256,14 @@ class DemoOutcome:
     """``/api/chat`` requests the fake server received (its own count)."""
     latencies: tuple[float, ...]
     """Seconds from each message to its complete reply."""
+    first_words: tuple[float, ...]
+    """Seconds from each message to the first piece of its streamed reply."""
     wall: float
     """Seconds the whole burst took."""
+    mid_stream_joins: int
+    """Late joiners of the mid-stream round that asked while the reply was streaming."""
+    mid_stream_calls: int
+    """``/api/chat`` requests the server received from the late joiners' release to the end."""
 
 
 def traffic_rows(outcome: DemoOutcome) -> list[Row]:
@@ -220,12 +273,11 @@ def traffic_rows(outcome: DemoOutcome) -> list[Row]:
     share = saved / outcome.messages if outcome.messages else 0.0
     config = outcome.config
     agree = "they agree" if executions == outcome.llm_calls else "THEY DISAGREE"
+    sent = f"{config.channels} channels x {config.rounds} rounds, {config.tracks} conversations"
+    if config.late_joiners:
+        sent += f", + {config.first_wave + config.late_joiners} mid-stream"
     return [
-        Row(
-            "messages sent",
-            f"{outcome.messages}",
-            f"{config.channels} channels x {config.rounds} rounds, {config.tracks} conversations",
-        ),
+        Row("messages sent", f"{outcome.messages}", sent),
         Row("replies ok / failed", f"{outcome.messages - outcome.failed} / {outcome.failed}"),
         Row(
             "LLM calls made",
@@ -248,7 +300,28 @@ def latency_rows(outcome: DemoOutcome) -> list[Row]:
             f"model: {config.time_to_first_token * 1e3:.0f} ms to first token + "
             f"{config.reply_tokens} x {config.token_delay * 1e3:.0f} ms",
         ),
+        Row(
+            "first words p50 / p99",
+            f"{percentile(outcome.first_words, 0.5) * 1e3:.0f} / "
+            f"{percentile(outcome.first_words, 0.99) * 1e3:.0f} ms",
+            "streamed: the first piece of each reply",
+        ),
         Row("wall time", f"{outcome.wall:.1f} s", f"{rate:.0f} messages/s"),
+    ]
+
+
+def mid_stream_rows(outcome: DemoOutcome) -> list[Row]:
+    """The mid-stream round: late joiners and the LLM calls they cost (none, shared)."""
+    config = outcome.config
+    if not config.late_joiners:
+        return []
+    return [
+        Row(
+            "late joiners (mid-stream) / extra LLM calls",
+            f"{outcome.mid_stream_joins} / {outcome.mid_stream_calls}",
+            f"joined a reply already streaming to {config.first_wave} channels "
+            "(Ollama server's count)",
+        )
     ]
 
 
@@ -280,6 +353,7 @@ def metrics_rows(outcome: DemoOutcome) -> list[Row]:
 
 SECTIONS: tuple[Callable[[DemoOutcome], Iterable[Row]], ...] = (
     traffic_rows,
+    mid_stream_rows,
     latency_rows,
     history_rows,
     metrics_rows,
@@ -331,27 +405,48 @@ async def run_demo(
             max_channels=config.max_channels,
         )
         latencies: list[float] = []
-        failed = 0
+        first_words: list[float] = []
         bar = ProgressBar(config.messages, stream=progress) if progress else None
+        streaming = anyio.Event()  # the mid-stream round's reply has begun
+        streamed = anyio.Event()  # ... and has ended
+        calls_at_release = 0
+        mid_stream_joins = 0
 
         async def one(message: Message) -> None:
-            nonlocal failed
+            nonlocal calls_at_release, mid_stream_joins
+            mid_stream = message.text == MID_STREAM_QUESTION
+            if message.late:
+                await streaming.wait()
             await anyio.sleep(message.delay)
+            if message.late and not streamed.is_set():
+                mid_stream_joins += 1
             started = time.perf_counter()
-            reply = await core.handle(message.channel_id, message.author, message.text)
+            waiting = True
+            reply = core.stream(message.channel_id, message.author, message.text)
+            async with aclosing(reply):
+                async for _ in reply:
+                    if waiting:
+                        waiting = False
+                        first_words.append(time.perf_counter() - started)
+                        if mid_stream and not streaming.is_set():
+                            calls_at_release = server.count("/api/chat")
+                            streaming.set()
             latencies.append(time.perf_counter() - started)
-            if not reply.ok:
-                failed += 1
+            if mid_stream:
+                streamed.set()
             if bar is not None:
                 bar.advance()
 
         await core.start()
         started = time.perf_counter()
+        mid_stream_calls = 0
         try:
-            for messages in plan(config):
+            for messages in [*plan(config), mid_stream_round(config)]:
                 async with anyio.create_task_group() as group:
                     for message in messages:
                         group.start_soon(one, message)
+            if config.late_joiners:
+                mid_stream_calls = server.count("/api/chat") - calls_at_release
         finally:
             wall = time.perf_counter() - started
             if bar is not None:
@@ -361,8 +456,11 @@ async def run_demo(
             config=config,
             core=core,
             messages=len(latencies),
-            failed=failed,
+            failed=sum(core.errors.values()),  # counted once per message
             llm_calls=server.count("/api/chat"),
             latencies=tuple(latencies),
+            first_words=tuple(first_words),
             wall=wall,
+            mid_stream_joins=mid_stream_joins,
+            mid_stream_calls=mid_stream_calls,
         )

@@ -132,6 +132,8 @@ class FakeOllama:
         self._stopping = threading.Event()
         self._answering = threading.Event()
         self._answering.set()
+        self._pause_after = 0
+        self._hangups = 0
         self._connections: set[socket.socket] = set()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -162,16 +164,33 @@ class FakeOllama:
                 if (path is None or p == path) and (wanted is None or m == wanted)
             )
 
-    def pause(self) -> None:
+    def pause(self, *, after_tokens: int = 0) -> None:
         """Hold every ``/api/chat`` request from now on, after counting it, until :meth:`resume`.
 
         Lets a test make sure that concurrent callers have all arrived before any answer.
+        With ``after_tokens``, streamed replies are held instead once they have sent that
+        many tokens: a test can join a reply in the middle of its stream, deterministically.
+
+        Raises:
+            ValueError: If ``after_tokens`` is negative.
         """
+        if after_tokens < 0:
+            raise ValueError(f"after_tokens must be >= 0, got {after_tokens}")
+        self._pause_after = after_tokens
         self._answering.clear()
 
     def resume(self) -> None:
         """Answer the held requests, and new ones at once again."""
         self._answering.set()
+
+    def hangups(self) -> int:
+        """Return how many streamed replies the client closed before their end.
+
+        The server notices when it next writes to the closed connection: a held reply
+        (:meth:`pause`) only once it is resumed.
+        """
+        with self._lock:
+            return self._hangups
 
     def conversations(self) -> list[list[dict[str, Any]]]:
         """Return the ``messages`` of every ``/api/chat`` request received, in arrival order.
@@ -183,10 +202,11 @@ class FakeOllama:
             return [list(messages) for messages in self._conversations]
 
     def reset_counts(self) -> None:
-        """Forget every request counted, and every conversation kept, so far."""
+        """Forget every request counted, conversation kept and hangup noticed, so far."""
         with self._lock:
             self._counts.clear()
             self._conversations.clear()
+            self._hangups = 0
 
     def start(self) -> FakeOllama:
         """Start serving in a background thread; return ``self``."""
@@ -235,6 +255,15 @@ class FakeOllama:
     def _count(self, path: str, model: str | None) -> None:
         with self._lock:
             self._counts[path, None if model is None else _normalize_model(model)] += 1
+
+    def _hold(self, tokens_sent: int) -> None:
+        """Wait here while paused, if this is where :meth:`pause` holds replies."""
+        if tokens_sent == self._pause_after:
+            self._answering.wait()
+
+    def _hung_up(self) -> None:
+        with self._lock:
+            self._hangups += 1
 
     def _keep(self, messages: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -321,7 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model")
         messages = body.get("messages") or []
         owner._keep(messages)
-        owner._answering.wait()
+        owner._hold(0)
         if not isinstance(model, str) or not model:
             self._send_json(HTTPStatus.BAD_REQUEST, {"error": "model is required"})
             return
@@ -384,6 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if index == broken_after:
                     break
                 if index:
+                    owner._hold(index)
                     time.sleep(owner.token_delay)
                 message = {"role": "assistant", "content": token}
                 self._chunk(
@@ -403,6 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             # The client hung up (a timeout or a cancelled caller); nothing left to send.
+            owner._hung_up()
             self.close_connection = True
 
     def _chunk(self, obj: Mapping[str, Any]) -> None:

@@ -73,6 +73,8 @@ class LLMErrorKind(str, enum.Enum):
     """Ollama sent an ``{"error": ...}`` line in the middle of a streamed reply."""
     DISCONNECTED = "disconnected"
     """The connection closed before the reply was complete."""
+    TOO_LONG = "too_long"
+    """The reply outgrew the pieces one shared stream may buffer (``max_reply_chunks``)."""
 
 
 class LLMError(Exception):

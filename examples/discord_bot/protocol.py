@@ -49,9 +49,9 @@ class ChatCore(Protocol):
     def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
         """Like :meth:`handle`, yielding the reply in pieces as the model produces them.
 
-        An async generator (write it with ``async def ... yield``). A failure ends the
-        stream with a piece explaining it. Callers that may stop early close it with
-        ``contextlib.aclosing``.
+        An async generator (an ``async def`` with ``yield``, or a function returning one).
+        A failure ends the stream with a piece explaining it. Callers that may stop early
+        close it with ``contextlib.aclosing``.
         """
         ...
 
