@@ -16,7 +16,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from botperf import DedupCancelledError, DedupKeyError, Deduplicator, DedupStats, deduplicate
+from botperf import (
+    DedupCancelledError,
+    DedupKeyError,
+    Deduplicator,
+    DedupStats,
+    InvalidOptionError,
+    deduplicate,
+)
 from botperf._hosting import new_flight
 
 pytestmark = pytest.mark.anyio
@@ -589,17 +596,29 @@ def test_forget_of_an_unknown_key_does_nothing() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"ttl": 0}, "ttl must be a positive number"),
-        ({"ttl": -1.0}, "ttl must be a positive number"),
-        ({"ttl": math.inf}, "ttl must be a positive number"),
-        ({"ttl": math.nan}, "ttl must be a positive number"),
-        ({"max_cached": 0}, "max_cached must be an int of at least 1"),
+        ({"ttl": 0}, r"ttl=0\): ttl must be a finite number of seconds, above 0"),
+        ({"ttl": -1.0}, "ttl must be a finite number of seconds, above 0"),
+        ({"ttl": math.inf}, "ttl must be a finite number of seconds, above 0"),
+        ({"ttl": math.nan}, "ttl must be a finite number of seconds, above 0"),
+        ({"ttl": "1"}, "ttl must be a finite number of seconds, above 0"),
+        ({"ttl": True}, "ttl must be a finite number of seconds, above 0"),
+        ({"max_cached": 0}, r"max_cached=0\): max_cached must be an int of at least 1"),
+        ({"max_cached": 2.5}, "max_cached must be an int of at least 1"),
+        ({"max_cached": "10"}, "max_cached must be an int of at least 1"),
+        ({"max_chunks": 0}, "max_chunks must be an int of at least 1"),
+        ({"max_chunks": 10.0}, "max_chunks must be an int of at least 1"),
+        ({"cancel_abandoned": 1}, "cancel_abandoned must be True or False"),
+        ({"cancel_abandoned": None}, "cancel_abandoned must be True or False"),
     ],
 )
-def test_invalid_options_fail_at_construction(options: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_invalid_options_fail_at_construction_naming_the_allowed_range(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidOptionError, match=message) as info:
         Deduplicator(**options)
-    with pytest.raises(ValueError, match=message):
+    assert info.value.owner == "Deduplicator"
+    assert (info.value.option, info.value.value) == next(iter(options.items()))
+    with pytest.raises(InvalidOptionError, match=message):
         deduplicate(**options)
 
 

@@ -17,6 +17,7 @@ from botperf import (
     DedupKeyError,
     Deduplicator,
     DedupStats,
+    InvalidOptionError,
     SharedStream,
     StreamTooLongError,
     deduplicate,
@@ -718,10 +719,12 @@ async def test_repr_shows_the_key_and_the_progress() -> None:
 
 
 def test_invalid_max_chunks_fails_at_construction() -> None:
-    with pytest.raises(ValueError, match="max_chunks must be an int of at least 1, not 0"):
+    with pytest.raises(InvalidOptionError, match=r"max_chunks=0\): max_chunks must be an int"):
         Deduplicator(max_chunks=0)
-    with pytest.raises(ValueError, match="max_chunks must be an int of at least 1"):
+    with pytest.raises(InvalidOptionError, match="max_chunks must be an int of at least 1"):
         deduplicate(max_chunks=-1)
+    with pytest.raises(InvalidOptionError, match="max_chunks must be an int of at least 1"):
+        Deduplicator(max_chunks=2.5)  # type: ignore[arg-type]
 
 
 # The decorator on async generator functions.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
 import reprlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
@@ -14,7 +13,13 @@ from typing import Any, Protocol, TypeVar, cast, final, overload
 from cachetools import TTLCache
 from typing_extensions import ParamSpec
 
-from ._exceptions import DedupCancelledError, DedupKeyError
+from ._exceptions import (
+    DedupCancelledError,
+    DedupKeyError,
+    InvalidOptionError,
+    check_int_option,
+    check_seconds_option,
+)
 from ._hosting import Flight, new_flight
 from ._streams import SharedStream, host_stream
 
@@ -88,8 +93,10 @@ class Deduplicator:
             it, every consumer gets `StreamTooLongError` after those chunks; at least 1.
 
     Raises:
-        ValueError: If ``ttl`` is not a positive finite number or ``None``, or if
-            ``max_cached`` or ``max_chunks`` is below 1.
+        InvalidOptionError: If ``ttl`` is neither ``None`` nor a finite number of
+            seconds above 0, if ``max_cached`` or ``max_chunks`` is not an int of at
+            least 1, or if ``cancel_abandoned`` is not a bool. It is both a
+            ``ValueError`` and a ``TypeError``.
     """
 
     __slots__ = (
@@ -115,12 +122,14 @@ class Deduplicator:
         cancel_abandoned: bool = True,
         max_chunks: int = 10_000,
     ) -> None:
-        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
-        if max_cached < 1:
-            raise ValueError(f"max_cached must be an int of at least 1, not {max_cached!r}")
-        if max_chunks < 1:
-            raise ValueError(f"max_chunks must be an int of at least 1, not {max_chunks!r}")
+        if ttl is not None:
+            ttl = check_seconds_option("Deduplicator", "ttl", ttl)
+        max_cached = check_int_option("Deduplicator", "max_cached", max_cached, minimum=1)
+        max_chunks = check_int_option("Deduplicator", "max_chunks", max_chunks, minimum=1)
+        if not isinstance(cancel_abandoned, bool):
+            raise InvalidOptionError(
+                "Deduplicator", "cancel_abandoned", cancel_abandoned, "True or False"
+            )
         self._cache: TTLCache[Hashable, Any] | None = (
             None if ttl is None else TTLCache(maxsize=max_cached, ttl=ttl)
         )
@@ -495,7 +504,7 @@ def deduplicate(
         The decorator.
 
     Raises:
-        ValueError: At once, for an invalid option (see `Deduplicator`).
+        InvalidOptionError: At once, for an invalid option (see `Deduplicator`).
         DedupKeyError: When the decorated function is called, if the key (by default
             its arguments) is not hashable.
     """
