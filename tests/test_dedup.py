@@ -180,6 +180,10 @@ async def test_reraising_to_many_callers_does_not_grow_the_traceback() -> None:
     assert len(set(lengths)) == 1
 
 
+def frame_names(exc: BaseException) -> list[str]:
+    return [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+
+
 async def test_base_exception_from_fn_reaches_the_callers_and_spares_the_event_loop() -> None:
     class Fatal(BaseException):
         pass
@@ -190,6 +194,45 @@ async def test_base_exception_from_fn_reaches_the_callers_and_spares_the_event_l
     dedup = Deduplicator()
     with pytest.raises(Fatal):
         await dedup.run("key", fail)
+    assert dedup.stats.errors == 1
+    assert settled(dedup)
+
+
+async def test_fn_failing_before_its_first_await_logs_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def validate(prompt: str) -> str:
+        raise ValueError("empty prompt")  # on Python 3.12+ asyncio: inside the eager start
+
+    with (
+        caplog.at_level(logging.DEBUG, logger="botperf"),
+        pytest.raises(ValueError, match="empty prompt"),
+    ):
+        await Deduplicator().run("key", validate, "")
+    assert caplog.records == []
+
+
+async def test_fn_failing_in_a_task_started_within_run_logs_no_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What an eager start does, on any Python and both backends: the hosted task runs
+    # to its end inside Flight.start(), before run() gets control back.
+    def start_and_finish_at_once(self: object, async_fn: Any, *args: Any) -> None:
+        with pytest.raises(StopIteration):
+            async_fn(*args).send(None)
+
+    async def validate() -> str:
+        raise ValueError("empty prompt")
+
+    dedup = Deduplicator()
+    monkeypatch.setattr(type(new_flight("probe")), "start", start_and_finish_at_once)
+    with (
+        caplog.at_level(logging.DEBUG, logger="botperf"),
+        pytest.raises(ValueError, match="empty prompt") as info,
+    ):
+        await dedup.run("key", validate)
+    assert caplog.records == []
+    assert "validate" in frame_names(info.value)
     assert dedup.stats.errors == 1
     assert settled(dedup)
 
@@ -251,6 +294,52 @@ async def test_cancelling_a_callers_task_group_leaves_other_callers_running() ->
         work.release.set()
     assert results == [["result"]]
     assert work.calls == 1
+
+
+def waiting_on(flight: Any) -> int:
+    """How many waits the flight holds: its futures on asyncio, its Event's on trio."""
+    if hasattr(flight, "futures"):
+        return len(flight.futures)
+    return int(flight.event.statistics().tasks_waiting)
+
+
+async def test_callers_that_timed_out_leave_nothing_behind_in_a_running_execution() -> None:
+    dedup = Deduplicator(cancel_abandoned=False)
+    work = Work()
+    for _ in range(50):
+        with anyio.move_on_after(0):
+            await dedup.run("key", work)
+    flight = dedup._flights["key"]
+    assert (flight.waiters, waiting_on(flight)) == (0, 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dedup.run, "key", work)
+        await eventually(lambda: flight.waiters == 1)
+        assert waiting_on(flight) == 1
+        work.release.set()
+    assert work.calls == 1
+    assert settled(dedup)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_execution_nobody_waits_for_cancelled_at_shutdown_logs_no_warning(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dedup = Deduplicator(cancel_abandoned=False)
+    work = Work()
+
+    async def main() -> None:
+        with anyio.move_on_after(0):
+            await dedup.run("key", work)
+        await work.started.wait()
+        # Returning leaves the execution running: the event loop cancels it on the way out.
+
+    with caplog.at_level(logging.DEBUG, logger="botperf"):
+        anyio.run(main, backend=backend)
+    assert work.saw_cancellation.is_set()
+    assert [record.levelname for record in caplog.records] == ["DEBUG"]
+    assert "cancelled from outside while nobody waited" in caplog.text
+    assert dedup.stats.errors == 0
+    assert settled(dedup)
 
 
 async def test_cancelling_the_first_caller_neither_cancels_nor_restarts_the_execution() -> None:

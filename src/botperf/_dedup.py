@@ -214,6 +214,9 @@ class Deduplicator:
                     return cast(T, cached)
             flight = new_flight(key)
             self._executions += 1
+            # Counted before the task starts: on Python 3.12+ it starts eagerly, and an
+            # fn failing before its first await must see that a caller is there.
+            flight.waiters = 1
             flights[key] = flight
             try:
                 flight.start(self._execute, flight, fn, args, kwargs)
@@ -222,14 +225,19 @@ class Deduplicator:
                 raise
         else:
             self._shared += 1
-        if not flight.done:
             flight.waiters += 1
+        if flight.done:  # an eager task that never suspended
+            flight.waiters -= 1
+        else:
+            waiter = flight.wait()
             try:
-                await flight.wait()
+                await waiter
             finally:
                 flight.waiters -= 1
-                if not flight.waiters and not flight.done:
-                    self._abandon(flight, flights)
+                if not flight.done:  # this caller left early (it was cancelled)
+                    flight.unwait(waiter)
+                    if not flight.waiters:
+                        self._abandon(flight, flights)
         error = flight.error
         if error is not None:
             # The same object is raised to every waiter; resetting its traceback keeps it
@@ -338,7 +346,7 @@ class Deduplicator:
         try:
             if not flight.begin():
                 if not flight.abandoned:  # cancelled from outside before its first step
-                    self._fail(flight, DedupCancelledError(flight.key), cause=None)
+                    self._fail_cancelled(flight, cause=None)
                 return
             try:
                 result = await flight.call(fn, args, kwargs)
@@ -353,9 +361,9 @@ class Deduplicator:
                         )
                     return
                 if flight.is_cancellation(exc):
-                    self._fail(flight, DedupCancelledError(flight.key), cause=exc)
+                    self._fail_cancelled(flight, cause=exc)
                     raise
-                self._fail(flight, exc, cause=None)
+                self._fail(flight, exc)
             else:
                 if flight.abandoned:
                     return
@@ -426,9 +434,8 @@ class Deduplicator:
             self._detached.add(flight)
         flight.notify()
 
-    def _fail(self, flight: Flight, error: BaseException, *, cause: BaseException | None) -> None:
-        if cause is not None:
-            error.__cause__ = cause
+    def _fail(self, flight: Flight, error: BaseException) -> None:
+        """Set the outcome to ``error`` and count it; log it if nobody waits to get it."""
         self._errors += 1
         flight.error = error
         flight.traceback = error.__traceback__
@@ -438,6 +445,23 @@ class Deduplicator:
                 reprlib.repr(flight.key),
                 exc_info=error,
             )
+
+    def _fail_cancelled(self, flight: Flight, cause: BaseException | None) -> None:
+        """The hosted task was cancelled from outside: fail the callers still waiting.
+
+        With nobody waiting (an execution kept running by ``cancel_abandoned=False``
+        when the event loop shuts down, say) nothing failed that anyone asked for: it
+        is logged at DEBUG level only, and not counted in ``errors``.
+        """
+        if not flight.waiters:
+            logger.debug(
+                "the execution for key %s was cancelled from outside while nobody waited",
+                reprlib.repr(flight.key),
+            )
+            return
+        error = DedupCancelledError(flight.key)
+        error.__cause__ = cause
+        self._fail(flight, error)
 
 
 class _DeduplicatedFunction(Protocol[P, R_co]):

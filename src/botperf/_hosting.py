@@ -35,7 +35,7 @@ import asyncio
 import contextvars
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["Flight", "new_flight"]
 
@@ -149,6 +149,13 @@ class Flight:
         """Something for one caller to await; it returns once the flight is done."""
         raise NotImplementedError
 
+    def unwait(self, waiter: Awaitable[None]) -> None:
+        """Forget ``waiter``, from :meth:`wait` or :meth:`wait_for_news`, left unwoken; O(1).
+
+        For a caller cancelled while it waited. Nothing to do on trio, whose waits
+        remove themselves when cancelled, nor for a waiter woken already.
+        """
+
     def wake(self) -> None:
         """Wake every waiter: the outcome is set."""
         raise NotImplementedError
@@ -168,9 +175,10 @@ class _AsyncioFlight(Flight):
     def __init__(self, key: object, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(key)
         self.loop = loop
-        # One future per waiter, woken first come, first served. A cancelled waiter's
-        # future stays here, done, until the flight ends: no removal cost on any path.
-        self.futures: list[asyncio.Future[None]] = []
+        # One future per waiter, woken first come, first served (a dict keeps the order
+        # and lets a cancelled waiter's future go at once, so a long execution holds
+        # the futures of the callers waiting now, not of every caller it ever had).
+        self.futures: dict[asyncio.Future[None], None] = {}
         self.task: asyncio.Task[None] | None = None
 
     def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
@@ -190,12 +198,15 @@ class _AsyncioFlight(Flight):
 
     def wait(self) -> Awaitable[None]:
         future: asyncio.Future[None] = self.loop.create_future()
-        self.futures.append(future)
+        self.futures[future] = None
         return future
+
+    def unwait(self, waiter: Awaitable[None]) -> None:
+        self.futures.pop(cast("asyncio.Future[None]", waiter), None)
 
     def wake(self) -> None:
         for future in self.futures:
-            if not future.done():  # not a cancelled waiter's
+            if not future.done():  # cancelled, its waiter not yet resumed to unwait it
                 future.set_result(None)
 
     wait_for_news = wait
@@ -203,7 +214,7 @@ class _AsyncioFlight(Flight):
     def notify(self) -> None:
         futures = self.futures
         if futures:
-            self.futures = []
+            self.futures = {}
             for future in futures:
                 if not future.done():
                     future.set_result(None)
