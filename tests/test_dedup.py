@@ -142,7 +142,8 @@ async def test_exception_reaches_every_waiting_caller() -> None:
         await eventually(lambda: dedup.stats.calls == 3)
         work.release.set()
     assert len(caught) == 3
-    assert all(exc is work.error for exc in caught)
+    assert [type(exc) for exc in caught] == [LookupError] * 3
+    assert [exc.args for exc in caught] == [("model not found",)] * 3
     assert dedup.stats.errors == 1
     assert work.calls == 1
 
@@ -182,6 +183,156 @@ async def test_reraising_to_many_callers_does_not_grow_the_traceback() -> None:
 
 def frame_names(exc: BaseException) -> list[str]:
     return [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+
+
+async def test_no_caller_sees_another_callers_exception_context_frames_or_notes() -> None:
+    dedup = Deduplicator()
+    work = Work()
+    work.error = ValueError("upstream failed")
+    work.error.add_note("from fn")
+    caught: dict[str, BaseException] = {}
+    both_caught = anyio.Event()
+
+    async def caller_handling_its_own_error() -> None:
+        try:
+            raise KeyError("this caller's private request")
+        except KeyError:
+            try:
+                await dedup.run("key", work)
+            except ValueError as exc:
+                exc.add_note("seen by the first caller")
+                caught["first"] = exc
+                await both_caught.wait()  # holds its exception while the other raises
+
+    async def clean_caller() -> None:
+        try:
+            await dedup.run("key", work)
+        except ValueError as exc:
+            caught["second"] = exc
+            both_caught.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller_handling_its_own_error)
+        await work.started.wait()
+        tg.start_soon(clean_caller)
+        await eventually(lambda: dedup.stats.calls == 2)
+        work.release.set()
+    first, second = caught["first"], caught["second"]
+    assert first is not second
+    assert isinstance(first.__context__, KeyError)
+    assert second.__context__ is None
+    assert "caller_handling_its_own_error" in frame_names(first)
+    assert "clean_caller" not in frame_names(first)
+    assert "clean_caller" in frame_names(second)
+    assert "caller_handling_its_own_error" not in frame_names(second)
+    assert first.__notes__ == ["from fn", "seen by the first caller"]
+    assert second.__notes__ == ["from fn"]
+
+
+async def test_a_sole_caller_gets_the_very_exception_fn_raised() -> None:
+    work = Work()
+    work.release.set()
+    work.error = ValueError("only one caller")
+    with pytest.raises(ValueError, match="only one caller") as info:
+        await Deduplicator().run("key", work)
+    assert info.value is work.error
+
+
+async def test_each_caller_gets_a_faithful_copy_of_the_exception() -> None:
+    class StatusError(Exception):
+        inits = 0
+
+        def __init__(self, message: str, *, status: int) -> None:
+            super().__init__(message)
+            self.status = status
+            StatusError.inits += 1
+
+    dedup = Deduplicator()
+    errors = [StatusError("rate limited", status=429), OSError(111, "refused", "host:11434")]
+    caught: list[BaseException] = []
+
+    async def call(error: BaseException) -> None:
+        async def fail() -> None:
+            await release.wait()
+            raise error
+
+        try:
+            await dedup.run(type(error), fail)
+        except (StatusError, OSError) as exc:
+            caught.append(exc)
+
+    release = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        for error in errors * 3:
+            tg.start_soon(call, error)
+        await eventually(lambda: dedup.stats.calls == 6)
+        release.set()
+    status_errors = [exc for exc in caught if isinstance(exc, StatusError)]
+    os_errors = [exc for exc in caught if isinstance(exc, OSError)]
+    assert len({id(exc) for exc in caught}) == 6
+    assert [(exc.args, exc.status) for exc in status_errors] == [(("rate limited",), 429)] * 3
+    assert StatusError.inits == 1  # copied without calling __init__ again
+    assert [(exc.errno, exc.strerror, exc.filename) for exc in os_errors] == [
+        (111, "refused", "host:11434")
+    ] * 3
+    assert all(type(exc) is ConnectionRefusedError for exc in os_errors)
+
+
+class Unreachable(OSError):
+    """Its constructor makes other args than it takes: a copy would say another thing."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"cannot reach {host}")
+
+
+class Refused(OSError):
+    """Its constructor refuses its own args: it cannot be rebuilt from them."""
+
+    def __init__(self, message: str, *, port: int) -> None:
+        super().__init__(message)
+        self.port = port
+
+
+@pytest.mark.parametrize(
+    "make_error",
+    [lambda: Unreachable("ollama"), lambda: Refused("refused", port=11434)],
+    ids=["constructor-makes-other-args", "constructor-refuses-its-args"],
+)
+async def test_an_exception_that_cannot_be_copied_is_shared_with_each_callers_own_context(
+    make_error: Callable[[], OSError],
+) -> None:
+    dedup = Deduplicator()
+    work = Work()
+    work.error = make_error()
+    # What each caller saw as it caught the exception, whichever was woken first.
+    contexts: dict[str, BaseException | None] = {}
+    caught: list[BaseException] = []
+
+    async def caller_handling_its_own_error() -> None:
+        try:
+            raise KeyError("private")
+        except KeyError:
+            try:
+                await dedup.run("key", work)
+            except OSError as exc:
+                contexts["handling"] = exc.__context__
+                caught.append(exc)
+
+    async def clean_caller() -> None:
+        try:
+            await dedup.run("key", work)
+        except OSError as exc:
+            contexts["clean"] = exc.__context__
+            caught.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller_handling_its_own_error)
+        tg.start_soon(clean_caller)
+        await eventually(lambda: dedup.stats.calls == 2)
+        work.release.set()
+    assert caught[0] is caught[1] is work.error
+    assert isinstance(contexts["handling"], KeyError)
+    assert contexts["clean"] is None
 
 
 async def test_base_exception_from_fn_reaches_the_callers_and_spares_the_event_loop() -> None:
@@ -506,7 +657,7 @@ async def test_execution_cancelled_from_outside_fails_its_callers_instead_of_han
         await eventually(lambda: dedup.stats.calls == 2)
         dedup._flights["key"].task.cancel()  # type: ignore[attr-defined]
     assert len(caught) == 2
-    assert caught[0] is caught[1]
+    assert all(isinstance(exc.__cause__, asyncio.CancelledError) for exc in caught)
     assert work.saw_cancellation.is_set()
     assert dedup.stats.errors == 1
     assert settled(dedup)

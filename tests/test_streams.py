@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import sys
+import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -220,9 +221,42 @@ async def test_upstream_exception_reaches_every_consumer_after_the_chunks_before
     assert len(outcomes) == 3
     for chunks, error in outcomes:
         assert chunks == upstream.produced[0]
-        assert error is upstream.error
+        assert type(error) is Failure
+        assert error.args == ("model crashed",)
     assert dedup.stats.errors == 1
     assert settled(dedup)
+
+
+async def test_no_consumer_sees_another_consumers_exception_context_or_frames() -> None:
+    dedup = Deduplicator()
+    upstream = Upstream(chunks=1, error=Failure("model crashed"))
+    caught: dict[str, BaseException] = {}
+
+    async def consumer_handling_its_own_error() -> None:
+        try:
+            raise KeyError("this consumer's private request")
+        except KeyError:
+            with pytest.raises(Failure) as info:
+                await collect(dedup.stream("key", upstream), [])
+            caught["handling"] = info.value
+
+    async def clean_consumer() -> None:
+        with pytest.raises(Failure) as info:
+            await collect(dedup.stream("key", upstream), [])
+        caught["clean"] = info.value
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer_handling_its_own_error)
+        tg.start_soon(clean_consumer)
+        await eventually(lambda: dedup.stats.calls == 2)
+        upstream.release_all()
+    handling, clean = caught["handling"], caught["clean"]
+    assert handling is not clean
+    assert isinstance(handling.__context__, KeyError)
+    assert clean.__context__ is None
+    frames = [frame.name for frame in traceback.extract_tb(clean.__traceback__)]
+    assert "clean_consumer" in frames
+    assert "consumer_handling_its_own_error" not in frames
 
 
 async def test_a_failed_stream_is_not_replayed_and_the_next_one_starts_afresh() -> None:
@@ -266,8 +300,9 @@ async def test_stream_past_max_chunks_fails_every_consumer_after_the_limit() -> 
         await eventually(lambda: dedup.stats.calls == 2)
         upstream.release_all()
     assert [chunks for chunks, _ in outcomes] == [upstream.produced[0][:3]] * 2
-    assert outcomes[0][1] is outcomes[1][1]
-    assert (outcomes[0][1].key, outcomes[0][1].max_chunks) == ("key", 3)
+    for _, error in outcomes:
+        assert isinstance(error, StreamTooLongError)
+        assert (error.key, error.max_chunks) == ("key", 3)
     assert upstream.closed.is_set()  # the upstream was closed, not left running
     assert len(upstream.produced[0]) == 4
     assert dedup.stats.errors == 1

@@ -68,7 +68,8 @@ class Deduplicator:
     The first call for a key starts an *execution* of ``fn`` in a task the
     Deduplicator hosts (not in the caller's task); calls with the same key that
     arrive while it runs wait for it; all of them get the same result object, or the
-    same exception. Cancelling a caller affects only that caller. Once no caller
+    same exception (each its own copy of it, see `run`). Cancelling a caller affects
+    only that caller. Once no caller
     waits any more, the execution is cancelled (unless ``cancel_abandoned=False``)
     and forgotten: the next call starts a fresh one. See the Deduplicator page of the
     docs for the timelines. `stream` does the same for streamed replies: concurrent
@@ -197,7 +198,11 @@ class Deduplicator:
             DedupCancelledError: If the execution was cancelled from outside the
                 Deduplicator while this call waited.
             BaseException: Whatever ``fn`` raised, re-raised to every caller waiting
-                at that moment (the same object, with ``fn``'s traceback each time).
+                at that moment, each with ``fn``'s traceback, cause and context: the
+                last caller gets the object ``fn`` raised, the others shallow copies of
+                it (of the same type, args and attributes), so that no caller sees
+                another's context or frames. An exception that cannot be copied
+                faithfully is shared (see the Deduplicator page of the docs).
         """
         flights = self._flights
         try:
@@ -238,11 +243,8 @@ class Deduplicator:
                     flight.unwait(waiter)
                     if not flight.waiters:
                         self._abandon(flight, flights)
-        error = flight.error
-        if error is not None:
-            # The same object is raised to every waiter; resetting its traceback keeps it
-            # fn's own plus this caller's frames, instead of growing with each re-raise.
-            raise error.with_traceback(flight.traceback)
+        if flight.error is not None:
+            raise flight.error_for_caller()
         return cast(T, flight.result)
 
     def stream(
@@ -437,8 +439,7 @@ class Deduplicator:
     def _fail(self, flight: Flight, error: BaseException) -> None:
         """Set the outcome to ``error`` and count it; log it if nobody waits to get it."""
         self._errors += 1
-        flight.error = error
-        flight.traceback = error.__traceback__
+        flight.fail(error)
         if not flight.waiters:
             logger.warning(
                 "the execution for key %s failed after every caller had left",

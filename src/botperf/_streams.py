@@ -123,10 +123,10 @@ class SharedStream(Generic[T_co]):
                     self._cursor = cursor + 1
                     return chunks[cursor]
             self._leave()
-            error = flight.error
-            if error is not None:
-                # As Deduplicator.run() does: the upstream's traceback, not one that grows.
-                raise error.with_traceback(flight.traceback)
+            if flight.error is not None:
+                # As Deduplicator.run() does: an exception object of its own, unless it
+                # is the last consumer, with the upstream's traceback.
+                raise flight.error_for_caller()
         self._leave()
         raise StopAsyncIteration
 
