@@ -17,7 +17,14 @@ import anyio.lowlevel
 import pytest
 from concurrency import eventually, leave_once_started
 
-from botperf import DedupCancelledError, DedupKeyError, Deduplicator, DedupStats, deduplicate
+from botperf import (
+    DedupCancelledError,
+    DedupKeyError,
+    Deduplicator,
+    DedupStats,
+    InvalidOptionError,
+    deduplicate,
+)
 from botperf._hosting import new_flight
 
 pytestmark = pytest.mark.anyio
@@ -129,7 +136,8 @@ async def test_exception_reaches_every_waiting_caller() -> None:
         await eventually(lambda: dedup.stats.calls == 3)
         work.release.set()
     assert len(caught) == 3
-    assert all(exc is work.error for exc in caught)
+    assert [type(exc) for exc in caught] == [LookupError] * 3
+    assert [exc.args for exc in caught] == [("model not found",)] * 3
     assert dedup.stats.errors == 1
     assert work.calls == 1
 
@@ -167,6 +175,160 @@ async def test_reraising_to_many_callers_does_not_grow_the_traceback() -> None:
     assert len(set(lengths)) == 1
 
 
+def frame_names(exc: BaseException) -> list[str]:
+    return [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+
+
+async def test_no_caller_sees_another_callers_exception_context_frames_or_notes() -> None:
+    dedup = Deduplicator()
+    work = Work()
+    work.error = ValueError("upstream failed")
+    work.error.add_note("from fn")
+    caught: dict[str, BaseException] = {}
+    both_caught = anyio.Event()
+
+    async def caller_handling_its_own_error() -> None:
+        try:
+            raise KeyError("this caller's private request")
+        except KeyError:
+            try:
+                await dedup.run("key", work)
+            except ValueError as exc:
+                exc.add_note("seen by the first caller")
+                caught["first"] = exc
+                await both_caught.wait()  # holds its exception while the other raises
+
+    async def clean_caller() -> None:
+        try:
+            await dedup.run("key", work)
+        except ValueError as exc:
+            caught["second"] = exc
+            both_caught.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller_handling_its_own_error)
+        await work.started.wait()
+        tg.start_soon(clean_caller)
+        await eventually(lambda: dedup.stats.calls == 2)
+        work.release.set()
+    first, second = caught["first"], caught["second"]
+    assert first is not second
+    assert isinstance(first.__context__, KeyError)
+    assert second.__context__ is None
+    assert "caller_handling_its_own_error" in frame_names(first)
+    assert "clean_caller" not in frame_names(first)
+    assert "clean_caller" in frame_names(second)
+    assert "caller_handling_its_own_error" not in frame_names(second)
+    assert first.__notes__ == ["from fn", "seen by the first caller"]
+    assert second.__notes__ == ["from fn"]
+
+
+async def test_a_sole_caller_gets_the_very_exception_fn_raised() -> None:
+    work = Work()
+    work.release.set()
+    work.error = ValueError("only one caller")
+    with pytest.raises(ValueError, match="only one caller") as info:
+        await Deduplicator().run("key", work)
+    assert info.value is work.error
+
+
+async def test_each_caller_gets_a_faithful_copy_of_the_exception() -> None:
+    class StatusError(Exception):
+        inits = 0
+
+        def __init__(self, message: str, *, status: int) -> None:
+            super().__init__(message)
+            self.status = status
+            StatusError.inits += 1
+
+    dedup = Deduplicator()
+    errors = [StatusError("rate limited", status=429), OSError(111, "refused", "host:11434")]
+    caught: list[BaseException] = []
+
+    async def call(error: BaseException) -> None:
+        async def fail() -> None:
+            await release.wait()
+            raise error
+
+        try:
+            await dedup.run(type(error), fail)
+        except (StatusError, OSError) as exc:
+            caught.append(exc)
+
+    release = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        for error in errors * 3:
+            tg.start_soon(call, error)
+        await eventually(lambda: dedup.stats.calls == 6)
+        release.set()
+    status_errors = [exc for exc in caught if isinstance(exc, StatusError)]
+    os_errors = [exc for exc in caught if isinstance(exc, OSError)]
+    assert len({id(exc) for exc in caught}) == 6
+    assert [(exc.args, exc.status) for exc in status_errors] == [(("rate limited",), 429)] * 3
+    assert StatusError.inits == 1  # copied without calling __init__ again
+    assert [(exc.errno, exc.strerror, exc.filename) for exc in os_errors] == [
+        (111, "refused", "host:11434")
+    ] * 3
+    assert all(type(exc) is ConnectionRefusedError for exc in os_errors)
+
+
+class Unreachable(OSError):
+    """Its constructor makes other args than it takes: a copy would say another thing."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"cannot reach {host}")
+
+
+class Refused(OSError):
+    """Its constructor refuses its own args: it cannot be rebuilt from them."""
+
+    def __init__(self, message: str, *, port: int) -> None:
+        super().__init__(message)
+        self.port = port
+
+
+@pytest.mark.parametrize(
+    "make_error",
+    [lambda: Unreachable("ollama"), lambda: Refused("refused", port=11434)],
+    ids=["constructor-makes-other-args", "constructor-refuses-its-args"],
+)
+async def test_an_exception_that_cannot_be_copied_is_shared_with_each_callers_own_context(
+    make_error: Callable[[], OSError],
+) -> None:
+    dedup = Deduplicator()
+    work = Work()
+    work.error = make_error()
+    # What each caller saw as it caught the exception, whichever was woken first.
+    contexts: dict[str, BaseException | None] = {}
+    caught: list[BaseException] = []
+
+    async def caller_handling_its_own_error() -> None:
+        try:
+            raise KeyError("private")
+        except KeyError:
+            try:
+                await dedup.run("key", work)
+            except OSError as exc:
+                contexts["handling"] = exc.__context__
+                caught.append(exc)
+
+    async def clean_caller() -> None:
+        try:
+            await dedup.run("key", work)
+        except OSError as exc:
+            contexts["clean"] = exc.__context__
+            caught.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller_handling_its_own_error)
+        tg.start_soon(clean_caller)
+        await eventually(lambda: dedup.stats.calls == 2)
+        work.release.set()
+    assert caught[0] is caught[1] is work.error
+    assert isinstance(contexts["handling"], KeyError)
+    assert contexts["clean"] is None
+
+
 async def test_base_exception_from_fn_reaches_the_callers_and_spares_the_event_loop() -> None:
     class Fatal(BaseException):
         pass
@@ -177,6 +339,45 @@ async def test_base_exception_from_fn_reaches_the_callers_and_spares_the_event_l
     dedup = Deduplicator()
     with pytest.raises(Fatal):
         await dedup.run("key", fail)
+    assert dedup.stats.errors == 1
+    assert settled(dedup)
+
+
+async def test_fn_failing_before_its_first_await_logs_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def validate(prompt: str) -> str:
+        raise ValueError("empty prompt")  # on Python 3.12+ asyncio: inside the eager start
+
+    with (
+        caplog.at_level(logging.DEBUG, logger="botperf"),
+        pytest.raises(ValueError, match="empty prompt"),
+    ):
+        await Deduplicator().run("key", validate, "")
+    assert caplog.records == []
+
+
+async def test_fn_failing_in_a_task_started_within_run_logs_no_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What an eager start does, on any Python and both backends: the hosted task runs
+    # to its end inside Flight.start(), before run() gets control back.
+    def start_and_finish_at_once(self: object, async_fn: Any, *args: Any) -> None:
+        with pytest.raises(StopIteration):
+            async_fn(*args).send(None)
+
+    async def validate() -> str:
+        raise ValueError("empty prompt")
+
+    dedup = Deduplicator()
+    monkeypatch.setattr(type(new_flight("probe")), "start", start_and_finish_at_once)
+    with (
+        caplog.at_level(logging.DEBUG, logger="botperf"),
+        pytest.raises(ValueError, match="empty prompt") as info,
+    ):
+        await dedup.run("key", validate)
+    assert caplog.records == []
+    assert "validate" in frame_names(info.value)
     assert dedup.stats.errors == 1
     assert settled(dedup)
 
@@ -238,6 +439,52 @@ async def test_cancelling_a_callers_task_group_leaves_other_callers_running() ->
         work.release.set()
     assert results == [["result"]]
     assert work.calls == 1
+
+
+def waiting_on(flight: Any) -> int:
+    """How many waits the flight holds: its futures on asyncio, its Event's on trio."""
+    if hasattr(flight, "futures"):
+        return len(flight.futures)
+    return int(flight.event.statistics().tasks_waiting)
+
+
+async def test_callers_that_timed_out_leave_nothing_behind_in_a_running_execution() -> None:
+    dedup = Deduplicator(cancel_abandoned=False)
+    work = Work()
+    for _ in range(50):
+        with anyio.move_on_after(0):
+            await dedup.run("key", work)
+    flight = dedup._flights["key"]
+    assert (flight.waiters, waiting_on(flight)) == (0, 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dedup.run, "key", work)
+        await eventually(lambda: flight.waiters == 1)
+        assert waiting_on(flight) == 1
+        work.release.set()
+    assert work.calls == 1
+    assert settled(dedup)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_execution_nobody_waits_for_cancelled_at_shutdown_logs_no_warning(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dedup = Deduplicator(cancel_abandoned=False)
+    work = Work()
+
+    async def main() -> None:
+        with anyio.move_on_after(0):
+            await dedup.run("key", work)
+        await work.started.wait()
+        # Returning leaves the execution running: the event loop cancels it on the way out.
+
+    with caplog.at_level(logging.DEBUG, logger="botperf"):
+        anyio.run(main, backend=backend)
+    assert work.saw_cancellation.is_set()
+    assert [record.levelname for record in caplog.records] == ["DEBUG"]
+    assert "cancelled from outside while nobody waited" in caplog.text
+    assert dedup.stats.errors == 0
+    assert settled(dedup)
 
 
 async def test_cancelling_the_first_caller_neither_cancels_nor_restarts_the_execution() -> None:
@@ -401,7 +648,7 @@ async def test_execution_cancelled_from_outside_fails_its_callers_instead_of_han
         await eventually(lambda: dedup.stats.calls == 2)
         dedup._flights["key"].task.cancel()  # type: ignore[attr-defined]
     assert len(caught) == 2
-    assert caught[0] is caught[1]
+    assert all(isinstance(exc.__cause__, asyncio.CancelledError) for exc in caught)
     assert work.saw_cancellation.is_set()
     assert dedup.stats.errors == 1
     assert settled(dedup)
@@ -528,12 +775,13 @@ async def test_stats_count_every_call_exactly_once() -> None:
 
 
 async def test_ttl_serves_a_successful_result_to_later_calls_until_it_expires() -> None:
-    dedup = Deduplicator(ttl=0.05)
+    # The cache hit must come within ttl even on a stalled machine: 0.5 s is ample.
+    dedup = Deduplicator(ttl=0.5)
     work = Work()
     work.release.set()
     first = await dedup.run("key", work)
     assert await dedup.run("key", work) is first
-    await anyio.sleep(0.1)
+    await anyio.sleep(0.6)
     assert await dedup.run("key", work) is not first
     assert work.calls == 2
 
@@ -579,17 +827,29 @@ def test_forget_of_an_unknown_key_does_nothing() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"ttl": 0}, "ttl must be a positive number"),
-        ({"ttl": -1.0}, "ttl must be a positive number"),
-        ({"ttl": math.inf}, "ttl must be a positive number"),
-        ({"ttl": math.nan}, "ttl must be a positive number"),
-        ({"max_cached": 0}, "max_cached must be an int of at least 1"),
+        ({"ttl": 0}, r"ttl=0\): ttl must be a finite number of seconds, above 0"),
+        ({"ttl": -1.0}, "ttl must be a finite number of seconds, above 0"),
+        ({"ttl": math.inf}, "ttl must be a finite number of seconds, above 0"),
+        ({"ttl": math.nan}, "ttl must be a finite number of seconds, above 0"),
+        ({"ttl": "1"}, "ttl must be a finite number of seconds, above 0"),
+        ({"ttl": True}, "ttl must be a finite number of seconds, above 0"),
+        ({"max_cached": 0}, r"max_cached=0\): max_cached must be an int of at least 1"),
+        ({"max_cached": 2.5}, "max_cached must be an int of at least 1"),
+        ({"max_cached": "10"}, "max_cached must be an int of at least 1"),
+        ({"max_chunks": 0}, "max_chunks must be an int of at least 1"),
+        ({"max_chunks": 10.0}, "max_chunks must be an int of at least 1"),
+        ({"cancel_abandoned": 1}, "cancel_abandoned must be True or False"),
+        ({"cancel_abandoned": None}, "cancel_abandoned must be True or False"),
     ],
 )
-def test_invalid_options_fail_at_construction(options: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_invalid_options_fail_at_construction_naming_the_allowed_range(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidOptionError, match=message) as info:
         Deduplicator(**options)
-    with pytest.raises(ValueError, match=message):
+    assert info.value.owner == "Deduplicator"
+    assert (info.value.option, info.value.value) == next(iter(options.items()))
+    with pytest.raises(InvalidOptionError, match=message):
         deduplicate(**options)
 
 

@@ -111,6 +111,7 @@ async def test_random_interleavings_keep_every_invariant(
 
     async def fn(key: str) -> object:
         execution = Execution(key, generation[key])
+        number = len(executions)
         executions.append(execution)
         running[key].append(execution)
         try:
@@ -120,7 +121,9 @@ async def test_random_interleavings_keep_every_invariant(
             raise
         finally:
             running[key].remove(execution)
-        execution.outcome = Failure(key) if execution.fail else [key]
+        # A failure's args name its execution: each caller gets an exception object of
+        # its own, equal in type and args.
+        execution.outcome = Failure(key, number) if execution.fail else [key]
         if execution.fail:
             raise execution.outcome  # type: ignore[misc]
         return execution.outcome
@@ -195,7 +198,14 @@ async def test_random_interleavings_keep_every_invariant(
             assert not caller.done or caller.got is None
             continue
         assert caller.done
-        execution = outcomes[id(caller.got)]  # the outcome of exactly one execution
+        # The outcome of exactly one execution: its result, or an exception like its own.
+        if isinstance(caller.got, Failure):
+            key, number = caller.got.args
+            execution = executions[number]
+            assert type(execution.outcome) is Failure
+            assert execution.outcome.args == caller.got.args
+        else:
+            execution = outcomes[id(caller.got)]
         assert execution.key == caller.key
     for execution in executions:
         if execution.saw_cancellation:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
 import reprlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
@@ -14,7 +13,13 @@ from typing import Any, Protocol, TypeVar, cast, final, overload
 from cachetools import TTLCache
 from typing_extensions import ParamSpec
 
-from ._exceptions import DedupCancelledError, DedupKeyError
+from ._exceptions import (
+    DedupCancelledError,
+    DedupKeyError,
+    InvalidOptionError,
+    check_int_option,
+    check_seconds_option,
+)
 from ._hosting import Flight, new_flight
 from ._streams import SharedStream, host_stream
 
@@ -63,7 +68,8 @@ class Deduplicator:
     The first call for a key starts an *execution* of ``fn`` in a task the
     Deduplicator hosts (not in the caller's task); calls with the same key that
     arrive while it runs wait for it; all of them get the same result object, or the
-    same exception. Cancelling a caller affects only that caller. Once no caller
+    same exception (each its own copy of it, see `run`). Cancelling a caller affects
+    only that caller. Once no caller
     waits any more, the execution is cancelled (unless ``cancel_abandoned=False``)
     and forgotten: the next call starts a fresh one. See the Deduplicator page of the
     docs for the timelines. `stream` does the same for streamed replies: concurrent
@@ -88,8 +94,10 @@ class Deduplicator:
             it, every consumer gets `StreamTooLongError` after those chunks; at least 1.
 
     Raises:
-        ValueError: If ``ttl`` is not a positive finite number or ``None``, or if
-            ``max_cached`` or ``max_chunks`` is below 1.
+        InvalidOptionError: If ``ttl`` is neither ``None`` nor a finite number of
+            seconds above 0, if ``max_cached`` or ``max_chunks`` is not an int of at
+            least 1, or if ``cancel_abandoned`` is not a bool. It is both a
+            ``ValueError`` and a ``TypeError``.
     """
 
     __slots__ = (
@@ -115,12 +123,14 @@ class Deduplicator:
         cancel_abandoned: bool = True,
         max_chunks: int = 10_000,
     ) -> None:
-        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
-        if max_cached < 1:
-            raise ValueError(f"max_cached must be an int of at least 1, not {max_cached!r}")
-        if max_chunks < 1:
-            raise ValueError(f"max_chunks must be an int of at least 1, not {max_chunks!r}")
+        if ttl is not None:
+            ttl = check_seconds_option("Deduplicator", "ttl", ttl)
+        max_cached = check_int_option("Deduplicator", "max_cached", max_cached, minimum=1)
+        max_chunks = check_int_option("Deduplicator", "max_chunks", max_chunks, minimum=1)
+        if not isinstance(cancel_abandoned, bool):
+            raise InvalidOptionError(
+                "Deduplicator", "cancel_abandoned", cancel_abandoned, "True or False"
+            )
         self._cache: TTLCache[Hashable, Any] | None = (
             None if ttl is None else TTLCache(maxsize=max_cached, ttl=ttl)
         )
@@ -188,7 +198,11 @@ class Deduplicator:
             DedupCancelledError: If the execution was cancelled from outside the
                 Deduplicator while this call waited.
             BaseException: Whatever ``fn`` raised, re-raised to every caller waiting
-                at that moment (the same object, with ``fn``'s traceback each time).
+                at that moment, each with ``fn``'s traceback, cause and context: the
+                last caller gets the object ``fn`` raised, the others shallow copies of
+                it (of the same type, args and attributes), so that no caller sees
+                another's context or frames. An exception that cannot be copied
+                faithfully is shared (see the Deduplicator page of the docs).
         """
         flights = self._flights
         try:
@@ -205,6 +219,9 @@ class Deduplicator:
                     return cast(T, cached)
             flight = new_flight(key)
             self._executions += 1
+            # Counted before the task starts: on Python 3.12+ it starts eagerly, and an
+            # fn failing before its first await must see that a caller is there.
+            flight.waiters = 1
             flights[key] = flight
             try:
                 flight.start(self._execute, flight, fn, args, kwargs)
@@ -213,19 +230,21 @@ class Deduplicator:
                 raise
         else:
             self._shared += 1
-        if not flight.done:
             flight.waiters += 1
+        if flight.done:  # an eager task that never suspended
+            flight.waiters -= 1
+        else:
+            waiter = flight.wait()
             try:
-                await flight.wait()
+                await waiter
             finally:
                 flight.waiters -= 1
-                if not flight.waiters and not flight.done:
-                    self._abandon(flight, flights)
-        error = flight.error
-        if error is not None:
-            # The same object is raised to every waiter; resetting its traceback keeps it
-            # fn's own plus this caller's frames, instead of growing with each re-raise.
-            raise error.with_traceback(flight.traceback)
+                if not flight.done:  # this caller left early (it was cancelled)
+                    flight.unwait(waiter)
+                    if not flight.waiters:
+                        self._abandon(flight, flights)
+        if flight.error is not None:
+            raise flight.error_for_caller()
         return cast(T, flight.result)
 
     def stream(
@@ -329,7 +348,7 @@ class Deduplicator:
         try:
             if not flight.begin():
                 if not flight.abandoned:  # cancelled from outside before its first step
-                    self._fail(flight, DedupCancelledError(flight.key), cause=None)
+                    self._fail_cancelled(flight, cause=None)
                 return
             try:
                 result = await flight.call(fn, args, kwargs)
@@ -344,9 +363,9 @@ class Deduplicator:
                         )
                     return
                 if flight.is_cancellation(exc):
-                    self._fail(flight, DedupCancelledError(flight.key), cause=exc)
+                    self._fail_cancelled(flight, cause=exc)
                     raise
-                self._fail(flight, exc, cause=None)
+                self._fail(flight, exc)
             else:
                 if flight.abandoned:
                     return
@@ -417,18 +436,33 @@ class Deduplicator:
             self._detached.add(flight)
         flight.notify()
 
-    def _fail(self, flight: Flight, error: BaseException, *, cause: BaseException | None) -> None:
-        if cause is not None:
-            error.__cause__ = cause
+    def _fail(self, flight: Flight, error: BaseException) -> None:
+        """Set the outcome to ``error`` and count it; log it if nobody waits to get it."""
         self._errors += 1
-        flight.error = error
-        flight.traceback = error.__traceback__
+        flight.fail(error)
         if not flight.waiters:
             logger.warning(
                 "the execution for key %s failed after every caller had left",
                 reprlib.repr(flight.key),
                 exc_info=error,
             )
+
+    def _fail_cancelled(self, flight: Flight, cause: BaseException | None) -> None:
+        """The hosted task was cancelled from outside: fail the callers still waiting.
+
+        With nobody waiting (an execution kept running by ``cancel_abandoned=False``
+        when the event loop shuts down, say) nothing failed that anyone asked for: it
+        is logged at DEBUG level only, and not counted in ``errors``.
+        """
+        if not flight.waiters:
+            logger.debug(
+                "the execution for key %s was cancelled from outside while nobody waited",
+                reprlib.repr(flight.key),
+            )
+            return
+        error = DedupCancelledError(flight.key)
+        error.__cause__ = cause
+        self._fail(flight, error)
 
 
 class _DeduplicatedFunction(Protocol[P, R_co]):
@@ -495,7 +529,7 @@ def deduplicate(
         The decorator.
 
     Raises:
-        ValueError: At once, for an invalid option (see `Deduplicator`).
+        InvalidOptionError: At once, for an invalid option (see `Deduplicator`).
         DedupKeyError: When the decorated function is called, if the key (by default
             its arguments) is not hashable.
     """

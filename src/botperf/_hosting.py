@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["Flight", "new_flight"]
 
@@ -81,6 +82,53 @@ else:
         return task
 
 
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement
+_BASE_EXCEPTION_SIZE = BaseException.__basicsize__
+
+
+def _has_plain_layout(cls: type[BaseException]) -> bool:
+    """Whether all of an instance's state is ``args``, ``__dict__`` and the dunder links.
+
+    True for exception classes written in Python on top of `Exception` (``httpx``,
+    ``ollama`` and most libraries' errors) and for builtins without fields of their own
+    (``ValueError``); false when a builtin base keeps C fields (``OSError.errno``,
+    ``StopIteration.value``), when ``__slots__`` add storage, or with a ``__new__``.
+    """
+    weakref_offset = cls.__weakrefoffset__  # > 0: a weakref slot ends the layout (< 3.12)
+    end = weakref_offset if weakref_offset > 0 else cls.__basicsize__
+    return end == _BASE_EXCEPTION_SIZE and not any(
+        "__new__" in vars(base) for base in cls.__mro__ if base.__flags__ & _HEAP_TYPE
+    )
+
+
+def _copy_error(error: BaseException) -> BaseException | None:
+    """A shallow copy of ``error`` of the same type, args and attributes, or ``None``.
+
+    A plain exception (see `_has_plain_layout`) is copied without calling its
+    ``__init__`` again; any other goes through `copy.copy` (its ``__reduce__``, which
+    calls the constructor with ``args``) and is refused unless that gives back the same
+    type and args: a constructor that builds its message from other arguments would
+    otherwise make a different exception. Notes are copied, not shared.
+    """
+    cls = type(error)
+    try:
+        if _has_plain_layout(cls):
+            duplicate = BaseException.__new__(cls, *error.args)
+            duplicate.__dict__.update(error.__dict__)
+        else:
+            duplicate = copy.copy(error)
+            if type(duplicate) is not cls or duplicate.args != error.args:
+                return None
+        notes = getattr(error, "__notes__", None)
+        if isinstance(notes, list):
+            duplicate.__dict__["__notes__"] = list(notes)
+    except Exception:  # whatever a constructor or an __eq__ may raise: share instead
+        return None
+    duplicate.__cause__ = error.__cause__
+    duplicate.__suppress_context__ = error.__suppress_context__
+    return duplicate
+
+
 class Flight:
     """One execution of a key: its task, its waiters and, once done, its outcome.
 
@@ -92,6 +140,7 @@ class Flight:
     __slots__ = (
         "abandoned",
         "cancelled_before_start",
+        "context",
         "detached",
         "done",
         "error",
@@ -114,9 +163,39 @@ class Flight:
         self.cancelled_before_start = False
         self.result: Any = None
         self.error: BaseException | None = None
+        # fn's traceback and context, as they were when it raised: raising the error in a
+        # caller changes them on the object.
         self.traceback: Any = None
+        self.context: BaseException | None = None
         # How many callers wait for the outcome now; kept by the Deduplicator.
         self.waiters = 0
+
+    def fail(self, error: BaseException) -> None:
+        """Set the outcome to ``error``, as raised by the execution."""
+        self.error = error
+        self.traceback = error.__traceback__
+        self.context = error.__context__
+
+    def error_for_caller(self) -> BaseException:
+        """The exception for one caller to raise; call it after leaving ``waiters``.
+
+        Each caller gets an exception object of its own, so that what one caller's
+        raise and handlers do to it (``__context__``, ``__traceback__``, notes) never
+        shows in another's: the last caller to leave gets the very object the
+        execution raised, the others shallow copies of it made before (see
+        `_copy_error`), each with the execution's traceback, cause and context. An
+        exception that cannot be copied faithfully is shared, as `asyncio.Future`
+        shares it, with its traceback and context reset before each raise.
+        """
+        error = self.error
+        assert error is not None
+        if self.waiters:
+            duplicate = _copy_error(error)
+            if duplicate is not None:
+                duplicate.__context__ = self.context
+                return duplicate.with_traceback(self.traceback)
+        error.__context__ = self.context
+        return error.with_traceback(self.traceback)
 
     def begin(self) -> bool:
         """Mark the execution started, from its task; ``False`` if cancelled before that."""
@@ -149,6 +228,13 @@ class Flight:
         """Something for one caller to await; it returns once the flight is done."""
         raise NotImplementedError
 
+    def unwait(self, waiter: Awaitable[None]) -> None:
+        """Forget ``waiter``, from :meth:`wait` or :meth:`wait_for_news`, left unwoken; O(1).
+
+        For a caller cancelled while it waited. Nothing to do on trio, whose waits
+        remove themselves when cancelled, nor for a waiter woken already.
+        """
+
     def wake(self) -> None:
         """Wake every waiter: the outcome is set."""
         raise NotImplementedError
@@ -168,9 +254,10 @@ class _AsyncioFlight(Flight):
     def __init__(self, key: object, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(key)
         self.loop = loop
-        # One future per waiter, woken first come, first served. A cancelled waiter's
-        # future stays here, done, until the flight ends: no removal cost on any path.
-        self.futures: list[asyncio.Future[None]] = []
+        # One future per waiter, woken first come, first served (a dict keeps the order
+        # and lets a cancelled waiter's future go at once, so a long execution holds
+        # the futures of the callers waiting now, not of every caller it ever had).
+        self.futures: dict[asyncio.Future[None], None] = {}
         self.task: asyncio.Task[None] | None = None
 
     def start(self, async_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
@@ -190,12 +277,15 @@ class _AsyncioFlight(Flight):
 
     def wait(self) -> Awaitable[None]:
         future: asyncio.Future[None] = self.loop.create_future()
-        self.futures.append(future)
+        self.futures[future] = None
         return future
+
+    def unwait(self, waiter: Awaitable[None]) -> None:
+        self.futures.pop(cast("asyncio.Future[None]", waiter), None)
 
     def wake(self) -> None:
         for future in self.futures:
-            if not future.done():  # not a cancelled waiter's
+            if not future.done():  # cancelled, its waiter not yet resumed to unwait it
                 future.set_result(None)
 
     wait_for_news = wait
@@ -203,7 +293,7 @@ class _AsyncioFlight(Flight):
     def notify(self) -> None:
         futures = self.futures
         if futures:
-            self.futures = []
+            self.futures = {}
             for future in futures:
                 if not future.done():
                     future.set_result(None)

@@ -17,7 +17,7 @@ import reprlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
-from ._exceptions import DedupCancelledError, StreamTooLongError
+from ._exceptions import StreamTooLongError
 from ._hosting import Flight
 
 if TYPE_CHECKING:
@@ -111,20 +111,22 @@ class SharedStream(Generic[T_co]):
             return chunks[cursor]
         flight = self._flight
         if flight is not None:
-            try:
-                while not flight.done:
-                    await flight.wait_for_news()
-                    if cursor < len(chunks):
-                        self._cursor = cursor + 1
-                        return chunks[cursor]
-            except BaseException:
-                self._leave()
-                raise
+            while not flight.done:
+                waiter = flight.wait_for_news()
+                try:
+                    await waiter
+                except BaseException:
+                    flight.unwait(waiter)
+                    self._leave()
+                    raise
+                if cursor < len(chunks):
+                    self._cursor = cursor + 1
+                    return chunks[cursor]
             self._leave()
-            error = flight.error
-            if error is not None:
-                # As Deduplicator.run() does: the upstream's traceback, not one that grows.
-                raise error.with_traceback(flight.traceback)
+            if flight.error is not None:
+                # As Deduplicator.run() does: an exception object of its own, unless it
+                # is the last consumer, with the upstream's traceback.
+                raise flight.error_for_caller()
         self._leave()
         raise StopAsyncIteration
 
@@ -178,7 +180,7 @@ async def host_stream(
     try:
         if not flight.begin():
             if not flight.abandoned:  # cancelled from outside before its first step
-                owner._fail(flight, DedupCancelledError(flight.key), cause=None)
+                owner._fail_cancelled(flight, cause=None)
             return
         try:
             upstream = aiter(fn(*args, **kwargs))
@@ -194,9 +196,9 @@ async def host_stream(
                     )
                 return
             if flight.is_cancellation(exc):
-                owner._fail(flight, DedupCancelledError(flight.key), cause=exc)
+                owner._fail_cancelled(flight, cause=exc)
                 raise
-            owner._fail(flight, exc, cause=None)
+            owner._fail(flight, exc)
         else:
             if not flight.abandoned:
                 owner._cache_stream(flight)
