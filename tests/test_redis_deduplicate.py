@@ -237,6 +237,15 @@ async def test_redis_keys_start_with_the_prefix_and_the_functions_name(client: R
     assert all(key.startswith(f"bot:{name}:".encode()) for key in keys)
 
 
+def test_a_callable_object_is_named_after_its_type() -> None:
+    class Ask:
+        async def __call__(self, prompt: str) -> str:
+            return prompt
+
+    ask = deduplicate(UNREACHABLE, prefix="bot:")(Ask())
+    assert ask.deduplicator.prefix == f"bot:{__name__}.{Ask.__qualname__}:"
+
+
 @pytest.mark.anyio
 async def test_unhashable_arguments_raise_dedup_key_error_naming_the_function(
     client: Redis,
