@@ -14,6 +14,7 @@ DOCUMENTED_REDIS_API = {
     "RedisDeduplicator",
     "RedisHistoryStore",
     "RedisStreamSink",
+    "deduplicate",
 }
 
 # Imports run with redis-py hidden, as if `pip install botperf` had left it out.

@@ -214,11 +214,19 @@ async def test_equal_dict_keys_are_one_key_whatever_their_order(client: Redis) -
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("key", [object(), float("nan"), {1: "a", "b": 2}])
+@pytest.mark.parametrize("key", [object(), float("nan"), {1: "a", "b": 2}, {1: "a"}])
 async def test_key_json_cannot_hold_is_refused(client: Redis, key: object) -> None:
     with pytest.raises(RedisKeyError, match="cannot be written as JSON") as info:
         await RedisDeduplicator(client).run(key, Counter())
     assert isinstance(info.value, TypeError)
+
+
+@pytest.mark.anyio
+async def test_a_key_holding_itself_is_refused(client: Redis) -> None:
+    key: list[object] = ["a"]
+    key.append(key)
+    with pytest.raises(RedisKeyError, match="cannot be written as JSON"):
+        await RedisDeduplicator(client).run(key, Counter())
 
 
 @pytest.mark.anyio

@@ -452,9 +452,9 @@ class RedisKeyError(BotperfError, TypeError):
         key: The key that was given.
     """
 
-    def __init__(self, key: object, problem: str) -> None:
+    def __init__(self, key: object, problem: str, where: str = "RedisDeduplicator.run()") -> None:
         super().__init__(
-            f"RedisDeduplicator.run(): the key {reprlib.repr(key)} cannot be written as JSON "
+            f"{where}: the key {reprlib.repr(key)} cannot be written as JSON "
             f"({problem}); build it from str, int, float, bool, None, tuples and lists, "
             "for example (model, prompt.strip().casefold())"
         )

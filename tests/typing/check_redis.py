@@ -14,6 +14,7 @@ from botperf.redis import (
     RedisDedupStats,
     RedisHistoryStore,
     RedisStreamSink,
+    deduplicate,
 )
 
 
@@ -79,7 +80,7 @@ async def ask_llm(prompt: str, *, model: str) -> str:
     return f"{model}: {prompt}"
 
 
-async def deduplicate() -> None:
+async def run_deduplicated() -> None:
     codec: Codec = JsonCodec()
     async with RedisDeduplicator(
         "redis://localhost:6379/0",
@@ -97,3 +98,33 @@ async def deduplicate() -> None:
         assert_type(dedup.in_flight, int)
         assert_type(await dedup.forget(("llama", "hi")), None)
         await dedup.run("key", ask_llm, 42, model="llama")  # type: ignore[arg-type]
+
+
+@deduplicate(Redis(), key=lambda prompt, model: (model, prompt.casefold()), ttl=2.0)
+async def ask_shared(prompt: str, *, model: str = "llama3") -> list[str]:
+    return [model, prompt]
+
+
+@deduplicate(
+    "redis://localhost:6379/0",
+    prefix="bot:dedup:",
+    codec=JsonCodec(),
+    lock_ttl=10.0,
+    timeout=2.0,
+    cancel_abandoned=False,
+)
+async def count(tags: tuple[str, ...]) -> int:
+    return len(tags)
+
+
+async def decorated() -> None:
+    assert_type(await ask_shared("hi"), list[str])
+    assert_type(await ask_shared("hi", model="phi"), list[str])
+    assert_type(await count(("a", "b")), int)
+    assert_type(ask_shared.deduplicator, RedisDeduplicator)
+    assert_type(ask_shared.deduplicator.stats, RedisDedupStats)
+    assert_type(ask_shared.deduplicator.prefix, str)
+    assert_type(await count.deduplicator.forget(((("a",),),)), None)
+    await ask_shared(42)  # type: ignore[arg-type]
+    await ask_shared("hi", "phi")  # type: ignore[call-arg]
+    await count(["a"])  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
 from ._dedup import RedisDeduplicator as RedisDeduplicator
 from ._dedup import RedisDedupStats as RedisDedupStats
+from ._dedup import deduplicate as deduplicate
 from ._history import RedisHistoryStore as RedisHistoryStore
 from ._sink import RedisStreamSink as RedisStreamSink
 
@@ -28,4 +29,5 @@ __all__ = [
     "RedisDeduplicator",
     "RedisHistoryStore",
     "RedisStreamSink",
+    "deduplicate",
 ]

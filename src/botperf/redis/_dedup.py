@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import reprlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast, final
+from typing import Any, Protocol, TypeVar, cast, final
 
 import anyio
 from redis.asyncio import Redis
@@ -16,6 +18,8 @@ from typing_extensions import ParamSpec, Self
 
 from .._dedup import Deduplicator
 from .._exceptions import (
+    DedupKeyError,
+    InvalidOptionError,
     RedisCommandError,
     RedisKeyError,
     RedisRemoteError,
@@ -24,12 +28,13 @@ from .._exceptions import (
 from ._codec import Codec, JsonCodec
 from ._connection import Connection, check_seconds, translate_errors
 
-__all__ = ["RedisDedupStats", "RedisDeduplicator"]
+__all__ = ["RedisDedupStats", "RedisDeduplicator", "deduplicate"]
 
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R_co = TypeVar("R_co", covariant=True)
 
 # Take the lock, or say who holds it, in one atomic step: a caller that finds the lock
 # taken knows which execution it follows, even if that one ends a moment later.
@@ -182,7 +187,7 @@ class RedisDeduplicator:
     followers elsewhere take over once the lock expires.
 
     Runs on asyncio only (redis-py's asyncio client); awaiting it on trio raises
-    ``RedisAsyncioRequiredError``.
+    ``RedisAsyncioRequiredError``. `deduplicate` is its decorator form.
 
     Args:
         redis: A ``redis.asyncio.Redis`` client (used as it is, never closed by the
@@ -204,6 +209,7 @@ class RedisDeduplicator:
             number (``ttl`` may be None), or ``prefix`` is empty.
         TypeError: If ``redis`` is not a client or a URL, or ``codec`` not a ``Codec``.
         ValueError: If the client decodes responses (``decode_responses=True``).
+        InvalidOptionError: If ``cancel_abandoned`` is not a bool.
     """
 
     def __init__(
@@ -217,19 +223,9 @@ class RedisDeduplicator:
         timeout: float = 5.0,
         cancel_abandoned: bool = True,
     ) -> None:
-        if type(prefix) is not str or not prefix:
-            raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
-        if ttl is not None:
-            check_seconds("ttl", ttl)
-        check_seconds("lock_ttl", lock_ttl)
-        check_seconds("timeout", timeout)
-        if codec is not None and not isinstance(codec, Codec):
-            raise TypeError(f"codec must have encode() and decode() methods, not {codec!r}")
-        if not isinstance(redis, (str, Redis)):
-            raise TypeError(
-                "redis must be a redis.asyncio.Redis client or a URL such as "
-                f"'redis://host:6379/0', not {redis!r}"
-            )
+        _check_options(
+            "RedisDeduplicator", redis, prefix, ttl, codec, lock_ttl, timeout, cancel_abandoned
+        )
         self._connection = Connection(redis, timeout)
         client = self._connection.client
         if client.connection_pool.connection_kwargs.get("decode_responses"):
@@ -253,6 +249,11 @@ class RedisDeduplicator:
         self._errors = 0
         self._takeovers = 0
         self._fallbacks = 0
+
+    @property
+    def prefix(self) -> str:
+        """The start of every Redis key and channel this deduplicator uses."""
+        return self._prefix
 
     @property
     def in_flight(self) -> int:
@@ -282,6 +283,8 @@ class RedisDeduplicator:
         Args:
             key: What identifies equal calls, in every process: a value JSON can hold
                 (str, int, float, bool, None, tuples, lists, dicts with str keys).
+                Keys equal in Python are one key (``1``, ``1.0`` and ``True``), and so
+                are a tuple and a list with equal items. O(size of the key).
             fn: The async callable; only the leader's ``fn`` and arguments run.
             *args: Positional arguments for ``fn``.
             **kwargs: Keyword arguments for ``fn``.
@@ -296,13 +299,14 @@ class RedisDeduplicator:
             RedisCommandError: If Redis refused a command (see the error).
             BaseException: Whatever ``fn`` raised, when it ran in this process.
         """
-        name = _key_name(key)
-        return cast(T, await self._local.run(name, self._flight, key, name, fn, args, kwargs))
+        return await self._run(key, _key_name(key), fn, args, kwargs)
 
     async def forget(self, key: object) -> None:
         """Make the next call with ``key`` start afresh: drop its cached result in Redis.
 
-        Calls waiting in this process keep their flight; new ones start another.
+        Calls waiting in this process keep their flight; new ones start another,
+        which follows the execution still running for ``key`` (in any process), if
+        one holds the lock: that one's result is still cached with ``ttl``.
 
         Raises:
             RedisKeyError: If ``key`` cannot be written as JSON.
@@ -312,6 +316,17 @@ class RedisDeduplicator:
         self._local.forget(name)
         with self._connection.guard("RedisDeduplicator.forget"):
             await self._connection.client.delete(_Keys(self._prefix, name).cache)
+
+    async def _run(
+        self,
+        key: object,
+        name: str,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """`run` with the key's JSON text ``name`` already made."""
+        return cast(T, await self._local.run(name, self._flight, key, name, fn, args, kwargs))
 
     async def aclose(self) -> None:
         """Close the Redis client if the deduplicator built it from a URL."""
@@ -539,11 +554,191 @@ class RedisDeduplicator:
             ) from exc
 
 
-def _key_name(key: object) -> str:
+def _check_options(
+    owner: str,
+    redis: object,
+    prefix: object,
+    ttl: float | None,
+    codec: object,
+    lock_ttl: float,
+    timeout: float,
+    cancel_abandoned: object,
+) -> None:
+    """Raise for an option ``RedisDeduplicator`` cannot take (see its docstring)."""
+    if not isinstance(cancel_abandoned, bool):
+        raise InvalidOptionError(owner, "cancel_abandoned", cancel_abandoned, "True or False")
+    if type(prefix) is not str or not prefix:
+        raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
+    if ttl is not None:
+        check_seconds("ttl", ttl)
+    check_seconds("lock_ttl", lock_ttl)
+    check_seconds("timeout", timeout)
+    if codec is not None and not isinstance(codec, Codec):
+        raise TypeError(f"codec must have encode() and decode() methods, not {codec!r}")
+    if not isinstance(redis, (str, Redis)):
+        raise TypeError(
+            "redis must be a redis.asyncio.Redis client or a URL such as "
+            f"'redis://host:6379/0', not {redis!r}"
+        )
+
+
+class _RedisDeduplicatedFunction(Protocol[P, R_co]):
+    """An async function wrapped by `deduplicate`, with its signature kept."""
+
+    @property
+    def deduplicator(self) -> RedisDeduplicator:
+        """The `RedisDeduplicator` behind this function."""
+        ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+
+
+class _RedisDecorator(Protocol):
+    def __call__(self, fn: Callable[P, Awaitable[T]], /) -> _RedisDeduplicatedFunction[P, T]: ...
+
+
+def deduplicate(
+    redis: Redis | str,
+    *,
+    key: Callable[..., Hashable] | None = None,
+    ttl: float | None = None,
+    prefix: str = "botperf:dedup:",
+    codec: Codec | None = None,
+    lock_ttl: float = 10.0,
+    timeout: float = 5.0,
+    cancel_abandoned: bool = True,
+) -> _RedisDecorator:
+    """Decorate an async function so concurrent calls with an equal key run once in all processes.
+
+    `botperf.deduplicate` across processes: each decorated function gets its own
+    `RedisDeduplicator`, available as its ``deduplicator`` attribute, whose Redis keys
+    start with ``prefix`` followed by the function's module and qualified name (as
+    ``"botperf:dedup:mybot.llm.ask_llm:"``), so that two functions never share an
+    execution, while one function shares its executions with the same function in
+    every other process. The function keeps its signature for type checkers.
+
+    Args:
+        redis: A ``redis.asyncio.Redis`` client (used as it is, never closed; pass one
+            client to several decorators to share its connections), or a URL from
+            which the deduplicator builds a client of its own, closed by ``await
+            fn.deduplicator.aclose()``.
+        key: Called with the call's arguments, returns the deduplication key, which
+            must be hashable and a value JSON can hold (str, int, float, bool, None,
+            tuples). By default the key is made of the arguments themselves, as for
+            `botperf.deduplicate`: positional and keyword arguments count
+            separately, and ``1``, ``1.0`` and ``True`` are equal.
+        ttl: As for `RedisDeduplicator`.
+        prefix: The start of the Redis keys, before the function's name.
+        codec: As for `RedisDeduplicator`.
+        lock_ttl: As for `RedisDeduplicator`.
+        timeout: As for `RedisDeduplicator`.
+        cancel_abandoned: As for `RedisDeduplicator`.
+
+    Returns:
+        The decorator.
+
+    Raises:
+        ValueError: At once, for an option out of its range (see `RedisDeduplicator`).
+        TypeError: At once, for an option of the wrong type; when decorating, for an
+            async generator function (streams are shared within a process only: use
+            `botperf.deduplicate`).
+        InvalidOptionError: At once, if ``cancel_abandoned`` is not a bool.
+        DedupKeyError: When the decorated function is called, if the key (by default
+            its arguments) is not hashable.
+        RedisKeyError: When the decorated function is called, if JSON cannot hold the
+            key (by default its arguments).
+    """
+    _check_options(
+        "botperf.redis.deduplicate", redis, prefix, ttl, codec, lock_ttl, timeout, cancel_abandoned
+    )
+
+    def decorator(fn: Callable[..., Awaitable[Any]], /) -> Any:
+        if inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"@botperf.redis.deduplicate cannot share the stream of {fn.__qualname__}() "
+                "across processes: decorate it with botperf.deduplicate, which shares "
+                "streams within a process"
+            )
+        name = f"{_name_of(fn, '__module__')}.{_name_of(fn, '__qualname__')}"
+        where = f"@botperf.redis.deduplicate on {name}()"
+        dedup = RedisDeduplicator(
+            redis,
+            prefix=f"{prefix}{name}:",
+            ttl=ttl,
+            codec=codec,
+            lock_ttl=lock_ttl,
+            timeout=timeout,
+            cancel_abandoned=cancel_abandoned,
+        )
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            call_key = _call_key(key, args, kwargs)
+            try:
+                hash(call_key)  # refused as by botperf.deduplicate, whatever JSON could hold
+            except TypeError as exc:
+                raise DedupKeyError(call_key, where, str(exc)) from None
+            return await dedup._run(call_key, _key_name(call_key, where), fn, args, kwargs)
+
+        wrapper.deduplicator = dedup  # type: ignore[attr-defined]
+        return wrapper
+
+    return cast(_RedisDecorator, decorator)
+
+
+def _call_key(
+    key: Callable[..., Hashable] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Hashable:
+    """The call's key: ``key(*args, **kwargs)``, or the arguments as `botperf.deduplicate` has it.
+
+    The same tuples as `botperf.deduplicate` builds (its key builder is not public).
+    """
+    if key is not None:
+        return key(*args, **kwargs)
+    if kwargs:
+        return (args, tuple(sorted(kwargs.items())))
+    return (args,)
+
+
+def _name_of(fn: object, attribute: str) -> str:
+    """``fn``'s module or qualified name, or its type's (for a callable object)."""
+    value = getattr(fn, attribute, None)
+    return value if isinstance(value, str) else str(getattr(type(fn), attribute))
+
+
+def _key_name(key: object, where: str = "RedisDeduplicator.run()") -> str:
+    """The key's JSON text, on which every process agrees.
+
+    Raises:
+        RedisKeyError: If JSON cannot hold ``key``.
+    """
     try:
-        return json.dumps(key, separators=(",", ":"), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise RedisKeyError(key, str(exc)) from None
+        return json.dumps(_canonical(key), separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise RedisKeyError(key, str(exc) or type(exc).__name__, where) from None
+
+
+def _canonical(value: object) -> object:
+    """``value`` with equal numbers written alike, so that keys equal in Python are one key.
+
+    ``1``, ``1.0`` and ``True`` are one dict key in Python (and one key for a
+    ``Deduplicator``), but three JSON texts. Dict keys must be str: JSON would turn
+    ``1`` into ``"1"``, so that two different keys would share one execution.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (tuple, list)):
+        return [_canonical(item) for item in value]
+    if isinstance(value, dict):
+        for name in value:
+            if not isinstance(name, str):
+                raise TypeError(f"dict keys must be str, not {name!r}")
+        return {name: _canonical(item) for name, item in value.items()}
+    return value
 
 
 def _text(value: bytes | str) -> str:
