@@ -97,8 +97,80 @@ def approximate_tokens(text: str) -> int:
 _new_tuple = tuple.__new__
 
 
+class StoreOptions:
+    """The checked options every history store keeps: the in-memory and the Redis one."""
+
+    _max_channels: int
+    _max_messages: int
+    _max_tokens: int | None
+    _count_tokens: Callable[[str], int]
+    _system_prompt: str | None
+    _system_tokens: int
+
+    def _configure(
+        self,
+        owner: str,
+        *,
+        max_channels: object,
+        max_messages: object,
+        max_tokens: object,
+        count_tokens: object,
+        system_prompt: object,
+        on_evict: object,
+    ) -> None:
+        """Check the store's options, keep them and count the system prompt's tokens.
+
+        Raises:
+            InvalidOptionError: If an option is of the wrong type or out of range, or the
+                system prompt alone fills ``max_tokens``.
+            HistoryValueError: If ``count_tokens`` returns something other than a
+                non-negative int for the system prompt.
+        """
+        self._max_channels = check_int_option(owner, "max_channels", max_channels, minimum=1)
+        self._max_messages = check_int_option(owner, "max_messages", max_messages, minimum=1)
+        self._max_tokens = (
+            None
+            if max_tokens is None
+            else check_int_option(owner, "max_tokens", max_tokens, minimum=1)
+        )
+        if count_tokens is not None and not callable(count_tokens):
+            raise InvalidOptionError(
+                owner, "count_tokens", count_tokens, "a callable str -> int, or None"
+            )
+        if on_evict is not None and not callable(on_evict):
+            raise InvalidOptionError(
+                owner, "on_evict", on_evict, "a callable (channel, messages) -> None, or None"
+            )
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise InvalidOptionError(owner, "system_prompt", system_prompt, "a str or None")
+        self._count_tokens = approximate_tokens if count_tokens is None else count_tokens
+        self._system_prompt = system_prompt
+        self._system_tokens = 0
+        if system_prompt is not None and self._max_tokens is not None:
+            self._system_tokens = self._count("system_prompt", system_prompt)
+            if self._system_tokens >= self._max_tokens:
+                raise InvalidOptionError(
+                    owner,
+                    "max_tokens",
+                    max_tokens,
+                    f"more than the system prompt's {self._system_tokens} tokens, "
+                    "to leave room for messages",
+                )
+
+    def _count(self, what: str, text: str) -> int:
+        """Return ``count_tokens(text)``, checked to be a non-negative int.
+
+        Raises:
+            HistoryValueError: If it is not; ``what`` names the text counted.
+        """
+        count = self._count_tokens(text)
+        if type(count) is not int or count < 0:
+            raise HistoryValueError(f"count_tokens({what})", count, "a non-negative int")
+        return count
+
+
 @final
-class HistoryStore(Generic[ChannelT]):
+class HistoryStore(StoreOptions, Generic[ChannelT]):
     """The last messages of each channel, least recently used channel evicted first.
 
     A channel is any hashable key (a Discord channel id, a ``(guild, user)`` pair);
@@ -155,7 +227,7 @@ class HistoryStore(Generic[ChannelT]):
         system_prompt: str | None = None,
         on_evict: Callable[[ChannelT, tuple[Message, ...]], object] | None = None,
     ) -> None:
-        options = check_options(
+        self._configure(
             _OWNER,
             max_channels=max_channels,
             max_messages=max_messages,
@@ -164,12 +236,6 @@ class HistoryStore(Generic[ChannelT]):
             system_prompt=system_prompt,
             on_evict=on_evict,
         )
-        self._max_channels = options.max_channels
-        self._max_messages = options.max_messages
-        self._max_tokens = options.max_tokens
-        self._count_tokens = options.count_tokens
-        self._system_prompt = options.system_prompt
-        self._system_tokens = options.system_tokens
         self._on_evict = on_evict
         self._channels: OrderedDict[ChannelT, deque[Message]] = OrderedDict()
         # Token counts, parallel to each channel's messages; only kept with a budget.
@@ -517,87 +583,6 @@ class HistoryStore(Generic[ChannelT]):
         except Exception:
             self._evict_errors += 1
             logger.exception("on_evict callback %r failed for channel %r", on_evict, channel)
-
-    def _count(self, what: str, text: str) -> int:
-        return count_checked(self._count_tokens, what, text)
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    """A history store's options, checked (shared by the in-memory and Redis stores)."""
-
-    max_channels: int
-    max_messages: int
-    max_tokens: int | None
-    count_tokens: Callable[[str], int]
-    system_prompt: str | None
-    system_tokens: int
-
-
-def check_options(
-    owner: str,
-    *,
-    max_channels: object,
-    max_messages: object,
-    max_tokens: object,
-    count_tokens: object,
-    system_prompt: object,
-    on_evict: object,
-) -> Options:
-    """Check a history store's options and count the system prompt's tokens.
-
-    Raises:
-        InvalidOptionError: If an option is of the wrong type or out of range, or the
-            system prompt alone fills ``max_tokens``.
-        HistoryValueError: If ``count_tokens`` returns something other than a
-            non-negative int for the system prompt.
-    """
-    checked_max_channels = check_int_option(owner, "max_channels", max_channels, minimum=1)
-    checked_max_messages = check_int_option(owner, "max_messages", max_messages, minimum=1)
-    checked_max_tokens = (
-        None if max_tokens is None else check_int_option(owner, "max_tokens", max_tokens, minimum=1)
-    )
-    if count_tokens is not None and not callable(count_tokens):
-        raise InvalidOptionError(
-            owner, "count_tokens", count_tokens, "a callable str -> int, or None"
-        )
-    if on_evict is not None and not callable(on_evict):
-        raise InvalidOptionError(
-            owner, "on_evict", on_evict, "a callable (channel, messages) -> None, or None"
-        )
-    if system_prompt is not None and not isinstance(system_prompt, str):
-        raise InvalidOptionError(owner, "system_prompt", system_prompt, "a str or None")
-    counter = approximate_tokens if count_tokens is None else count_tokens
-    system_tokens = 0
-    if system_prompt is not None and checked_max_tokens is not None:
-        system_tokens = count_checked(counter, "system_prompt", system_prompt)
-        if system_tokens >= checked_max_tokens:
-            raise InvalidOptionError(
-                owner,
-                "max_tokens",
-                max_tokens,
-                f"more than the system prompt's {system_tokens} tokens, to leave room for messages",
-            )
-    return Options(
-        max_channels=checked_max_channels,
-        max_messages=checked_max_messages,
-        max_tokens=checked_max_tokens,
-        count_tokens=counter,
-        system_prompt=system_prompt,
-        system_tokens=system_tokens,
-    )
-
-
-def count_checked(count_tokens: Callable[[str], int], what: str, text: str) -> int:
-    """Return ``count_tokens(text)``, checked to be a non-negative int.
-
-    Raises:
-        HistoryValueError: If it is not; ``what`` names the text counted.
-    """
-    count = count_tokens(text)
-    if type(count) is not int or count < 0:
-        raise HistoryValueError(f"count_tokens({what})", count, "a non-negative int")
-    return count
 
 
 def _unhashable(channel: object) -> HistoryTypeError:

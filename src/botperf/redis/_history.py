@@ -19,7 +19,7 @@ from .._exceptions import (
     RedisCommandError,
     check_seconds_option,
 )
-from .._history import HistoryStats, Message, _new_tuple, check_options, count_checked
+from .._history import HistoryStats, Message, StoreOptions, _new_tuple
 from ._connection import Connection
 
 __all__ = ["RedisHistoryStore"]
@@ -88,7 +88,7 @@ _COUNTERS = ("hits", "misses", "evictions", "evict_errors", "over_budget", "mess
 
 
 @final
-class RedisHistoryStore(Generic[ChannelT]):
+class RedisHistoryStore(StoreOptions, Generic[ChannelT]):
     """``HistoryStore``'s per-channel chat history, held in Redis and shared by processes.
 
     Every process (or shard, or replica) that builds a store on the same Redis with the
@@ -160,7 +160,7 @@ class RedisHistoryStore(Generic[ChannelT]):
             raise InvalidOptionError(
                 _OWNER, "prefix", prefix, "a non-empty str such as 'bot:history:'"
             )
-        options = check_options(
+        self._configure(
             _OWNER,
             max_channels=max_channels,
             max_messages=max_messages,
@@ -169,12 +169,6 @@ class RedisHistoryStore(Generic[ChannelT]):
             system_prompt=system_prompt,
             on_evict=on_evict,
         )
-        self._max_channels = options.max_channels
-        self._max_messages = options.max_messages
-        self._max_tokens = options.max_tokens
-        self._count_tokens = options.count_tokens
-        self._system_prompt = options.system_prompt
-        self._system_tokens = options.system_tokens
         self._on_evict = on_evict
         check_seconds_option(_OWNER, "timeout", timeout)
         if not isinstance(redis, (str, Redis)):
@@ -447,9 +441,6 @@ class RedisHistoryStore(Generic[ChannelT]):
             logger.exception("on_evict callback %r failed for channel %r", on_evict, channel)
             with self._connection.guard("RedisHistoryStore.append"):
                 await self._connection.client.hincrby(self._stats, "evict_errors", 1)
-
-    def _count(self, what: str, text: str) -> int:
-        return count_checked(self._count_tokens, what, text)
 
 
 def _member(channel: object) -> str:
