@@ -592,6 +592,40 @@ async def test_upstream_without_aclose_is_iterated_to_its_end() -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_hosted_task_cancelled_while_closing_the_upstream_ends_cancelled_unlogged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closing = anyio.Event()
+
+    class SlowClose:
+        def __init__(self) -> None:
+            self.left = ["a"]
+
+        def __aiter__(self) -> SlowClose:
+            return self
+
+        async def __anext__(self) -> str:
+            if not self.left:
+                raise StopAsyncIteration
+            return self.left.pop(0)
+
+        async def aclose(self) -> None:
+            closing.set()
+            await anyio.sleep(3600)
+
+    dedup = Deduplicator()
+    with caplog.at_level(logging.WARNING, logger="botperf._streams"):
+        assert [chunk async for chunk in dedup.stream("key", SlowClose)] == ["a"]
+        await closing.wait()
+        (flight,) = dedup._detached  # held while its task closes the upstream
+        flight.task.cancel()  # type: ignore[attr-defined]
+        with pytest.raises(asyncio.CancelledError):
+            await flight.task  # type: ignore[attr-defined]
+    assert "closing the upstream" not in caplog.text
+    assert settled(dedup)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_stream_cancelled_from_outside_fails_its_consumers_instead_of_hanging() -> None:
     dedup = Deduplicator()
     upstream = Upstream(chunks=3)

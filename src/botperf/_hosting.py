@@ -18,8 +18,9 @@ Deduplicator hosts itself, and callers only wait for its outcome:
 
 A shared stream (``_streams``) is hosted the same way: its flight's task iterates the
 upstream, and its consumers wait between chunks with :meth:`Flight.wait_for_news`,
-woken by :meth:`Flight.notify` (asyncio: a future per waiting consumer, as for
-``run()``; trio: a ``ParkingLot``), never in a nursery or cancel scope of their own.
+woken by :meth:`Flight.notify` at each chunk and by :meth:`Flight.wake` at the end
+(asyncio: the same futures as ``run()``'s callers, one per waiting consumer; trio: a
+``ParkingLot``), never in a nursery or cancel scope of their own.
 
 The backend is told apart by :func:`new_flight` with :func:`asyncio.current_task`:
 a running asyncio task means asyncio, anything else means trio. That takes about
@@ -236,15 +237,15 @@ class Flight:
         """
 
     def wake(self) -> None:
-        """Wake every waiter: the outcome is set."""
+        """Wake every waiter, of :meth:`wait` and :meth:`wait_for_news`: the outcome is set."""
         raise NotImplementedError
 
     def wait_for_news(self) -> Awaitable[None]:
-        """For a shared stream's consumer: something that returns at the next :meth:`notify`."""
+        """For a stream's consumer: something that returns at the next `notify` or `wake`."""
         raise NotImplementedError
 
     def notify(self) -> None:
-        """Wake every :meth:`wait_for_news` waiter (a new chunk, or the end); O(waiters)."""
+        """Wake every :meth:`wait_for_news` waiter: a new chunk; O(waiters)."""
         raise NotImplementedError
 
 
@@ -284,19 +285,17 @@ class _AsyncioFlight(Flight):
         self.futures.pop(cast("asyncio.Future[None]", waiter), None)
 
     def wake(self) -> None:
-        for future in self.futures:
-            if not future.done():  # cancelled, its waiter not yet resumed to unwait it
-                future.set_result(None)
-
-    wait_for_news = wait
-
-    def notify(self) -> None:
         futures = self.futures
         if futures:
-            self.futures = {}
+            self.futures = {}  # a woken future needs no unwait(); a new wait() gets a new one
             for future in futures:
-                if not future.done():
+                if not future.done():  # cancelled, its waiter not yet resumed to unwait it
                     future.set_result(None)
+
+    # The futures serve run()'s callers and a stream's consumers alike: a consumer waits
+    # for the next chunk as a caller waits for the outcome.
+    wait_for_news = wait
+    notify = wake
 
 
 class _TrioFlight(Flight):
@@ -349,6 +348,7 @@ class _TrioFlight(Flight):
 
     def wake(self) -> None:
         self.event.set()
+        self.notify()
 
     def wait_for_news(self) -> Awaitable[None]:
         lot = self.lot

@@ -106,29 +106,24 @@ class SharedStream(Generic[T_co]):
             )
             self._chunks = chunks
         cursor = self._cursor
-        if cursor < len(chunks):
-            self._cursor = cursor + 1
-            return chunks[cursor]
-        flight = self._flight
-        if flight is not None:
-            while not flight.done:
-                waiter = flight.wait_for_news()
-                try:
-                    await waiter
-                except BaseException:
-                    flight.unwait(waiter)
-                    self._leave()
-                    raise
-                if cursor < len(chunks):
-                    self._cursor = cursor + 1
-                    return chunks[cursor]
-            self._leave()
-            if flight.error is not None:
-                # As Deduplicator.run() does: an exception object of its own, unless it
-                # is the last consumer, with the upstream's traceback.
-                raise flight.error_for_caller()
-        self._leave()
-        raise StopAsyncIteration
+        while cursor == len(chunks):  # read every buffered chunk: wait for the next one
+            flight = self._flight
+            if flight is None or flight.done:  # a replay from the cache, or the stream ended
+                self._leave()
+                if flight is not None and flight.error is not None:
+                    # As Deduplicator.run() does: an exception object of its own, unless
+                    # it is the last consumer, with the upstream's traceback.
+                    raise flight.error_for_caller()
+                raise StopAsyncIteration
+            waiter = flight.wait_for_news()
+            try:
+                await waiter
+            except BaseException:
+                flight.unwait(waiter)
+                self._leave()
+                raise
+        self._cursor = cursor + 1
+        return chunks[cursor]
 
     async def aclose(self) -> None:
         """Leave the stream: this consumer yields nothing more; the others are unaffected.
@@ -172,52 +167,36 @@ async def host_stream(
 ) -> None:
     """The body of a stream's hosted task: iterate the upstream into the shared buffer.
 
-    Like ``Deduplicator._execute`` it never raises, except to let a cancellation from
-    outside the Deduplicator propagate. Once the outcome is published (the consumers
-    woken, the key free for a new stream), it closes the upstream with ``aclose()``.
+    ``Deduplicator._execute`` hosts the iteration as it hosts a `Deduplicator.run`
+    execution, so like it this never raises, except to let a cancellation from outside
+    the Deduplicator propagate. Once the outcome is published (the consumers woken, the
+    key free for a new stream), it closes the upstream with ``aclose()``.
     """
     upstream: AsyncIterator[Any] | None = None
+    max_chunks = owner._max_chunks
+
+    async def fill() -> list[Any]:
+        nonlocal upstream
+        chunks: list[Any] = flight.result
+        upstream = aiter(fn(*args, **kwargs))
+        async for chunk in upstream:
+            if len(chunks) == max_chunks:
+                raise StreamTooLongError(flight.key, max_chunks)
+            chunks.append(chunk)
+            flight.notify()
+        return chunks
+
     try:
-        if not flight.begin():
-            if not flight.abandoned:  # cancelled from outside before its first step
-                owner._fail_cancelled(flight, cause=None)
-            return
-        try:
-            upstream = aiter(fn(*args, **kwargs))
-            await flight.call(_fill, (flight, upstream, owner._max_chunks), {})
-        except BaseException as exc:
-            if flight.abandoned:  # nobody consumes: there is nobody to tell
-                if not flight.is_cancellation(exc):
-                    logger.warning(
-                        "the upstream of the shared stream for key %s, cancelled because "
-                        "every consumer had left, raised instead of ending",
-                        reprlib.repr(flight.key),
-                        exc_info=exc,
-                    )
-                return
-            if flight.is_cancellation(exc):
-                owner._fail_cancelled(flight, cause=exc)
-                raise
-            owner._fail(flight, exc)
-        else:
-            if not flight.abandoned:
-                owner._cache_stream(flight)
+        await owner._execute(flight, fill, (), {}, stream=True)
     finally:
-        owner._publish_stream(flight)
-        try:
-            if upstream is not None:
+        if upstream is not None:
+            # Settled, the flight is in none of the owner's tables now: hold it again,
+            # so that its task stays referenced while it closes the upstream.
+            owner._detached.add(flight)
+            try:
                 await _close(flight, upstream)
-        finally:
-            owner._detached.discard(flight)
-
-
-async def _fill(flight: Flight, upstream: AsyncIterator[Any], max_chunks: int) -> None:
-    chunks: list[Any] = flight.result
-    async for chunk in upstream:
-        if len(chunks) == max_chunks:
-            raise StreamTooLongError(flight.key, max_chunks)
-        chunks.append(chunk)
-        flight.notify()
+            finally:
+                owner._detached.discard(flight)
 
 
 async def _close(flight: Flight, upstream: AsyncIterator[Any]) -> None:
