@@ -502,6 +502,34 @@ class _Decorator(Protocol):
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> _DeduplicatedFunction[P, T]: ...
 
 
+def call_key(
+    key: Callable[..., Hashable] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    where: str,
+) -> Hashable:
+    """Return the key of a decorated call: ``key(*args, **kwargs)``, or the arguments.
+
+    Without ``key``, positional and keyword arguments count separately, as in
+    `functools.lru_cache`. Shared by `deduplicate` and ``botperf.redis.deduplicate``.
+
+    Raises:
+        DedupKeyError: If the key is unhashable; ``where`` names the decorated function.
+    """
+    result: Hashable
+    if key is not None:
+        result = key(*args, **kwargs)
+    elif kwargs:
+        result = (args, tuple(sorted(kwargs.items())))
+    else:
+        result = (args,)
+    try:
+        hash(result)  # here, so that the error can name the function
+    except TypeError as exc:
+        raise DedupKeyError(result, where, str(exc)) from None
+    return result
+
+
 def deduplicate(
     *,
     key: Callable[..., Hashable] | None = None,
@@ -545,32 +573,20 @@ def deduplicate(
     def decorator(fn: Callable[..., Any], /) -> Any:
         name = getattr(fn, "__qualname__", repr(fn))
 
-        def call_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
-            call_key: Hashable
-            if key is not None:
-                call_key = key(*args, **kwargs)
-            elif kwargs:
-                call_key = (args, tuple(sorted(kwargs.items())))
-            else:
-                call_key = (args,)
-            try:
-                hash(call_key)  # here, so that the error can name the function
-            except TypeError as exc:
-                raise DedupKeyError(call_key, f"@deduplicate on {name}()", str(exc)) from None
-            return call_key
+        where = f"@deduplicate on {name}()"
 
         wrapper: Any
         if inspect.isasyncgenfunction(fn):
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> SharedStream[Any]:
-                return SharedStream(dedup, call_key(args, kwargs), fn, args, kwargs)
+                return SharedStream(dedup, call_key(key, args, kwargs, where), fn, args, kwargs)
 
         else:
 
             @functools.wraps(fn)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await dedup.run(call_key(args, kwargs), fn, *args, **kwargs)
+                return await dedup.run(call_key(key, args, kwargs, where), fn, *args, **kwargs)
 
         wrapper.deduplicator = dedup
         return wrapper

@@ -16,9 +16,8 @@ import anyio
 from redis.asyncio import Redis
 from typing_extensions import ParamSpec, Self
 
-from .._dedup import Deduplicator
+from .._dedup import Deduplicator, call_key
 from .._exceptions import (
-    DedupKeyError,
     InvalidOptionError,
     RedisCommandError,
     RedisKeyError,
@@ -673,31 +672,14 @@ def deduplicate(
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            call_key = _call_key(key, args, kwargs)
-            try:
-                hash(call_key)  # refused as by botperf.deduplicate, whatever JSON could hold
-            except TypeError as exc:
-                raise DedupKeyError(call_key, where, str(exc)) from None
-            return await dedup._run(call_key, _key_name(call_key, where), fn, args, kwargs)
+            # Refused as by botperf.deduplicate if unhashable, whatever JSON could hold.
+            key_of_call = call_key(key, args, kwargs, where)
+            return await dedup._run(key_of_call, _key_name(key_of_call, where), fn, args, kwargs)
 
         wrapper.deduplicator = dedup  # type: ignore[attr-defined]
         return wrapper
 
     return cast(_RedisDecorator, decorator)
-
-
-def _call_key(
-    key: Callable[..., Hashable] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Hashable:
-    """The call's key: ``key(*args, **kwargs)``, or the arguments as `botperf.deduplicate` has it.
-
-    The same tuples as `botperf.deduplicate` builds (its key builder is not public).
-    """
-    if key is not None:
-        return key(*args, **kwargs)
-    if kwargs:
-        return (args, tuple(sorted(kwargs.items())))
-    return (args,)
 
 
 def _name_of(fn: object, attribute: str) -> str:
