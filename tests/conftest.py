@@ -7,10 +7,17 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import HealthCheck, settings
 from redis_server import RedisServer, RedisServerError
 
 if TYPE_CHECKING:
     from examples.discord_bot.fake_ollama import FakeOllama
+
+# The default for every property: no per-example deadline (200 ms) and no health check
+# failing a test for slow data generation. Both measure the machine, which on CI is shared
+# and noisy, and say nothing about the behaviour tested.
+settings.register_profile("botperf", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("botperf")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -574,8 +574,7 @@ async def test_execution_abandoned_before_it_started_never_calls_fn() -> None:
 async def test_opted_out_execution_runs_to_completion_and_caches_its_result() -> None:
     dedup = Deduplicator(cancel_abandoned=False, ttl=60)
     work = Work()
-    with anyio.move_on_after(0.01):
-        await dedup.run("key", work)
+    await leave_once_started(lambda: dedup.run("key", work), work.started)
     assert dedup.in_flight == 1
     work.release.set()
     await eventually(lambda: settled(dedup))
@@ -588,8 +587,7 @@ async def test_opted_out_execution_runs_to_completion_and_caches_its_result() ->
 async def test_a_call_joins_an_opted_out_execution_nobody_waits_for() -> None:
     dedup = Deduplicator(cancel_abandoned=False)
     work = Work()
-    with anyio.move_on_after(0.01):
-        await dedup.run("key", work)
+    await leave_once_started(lambda: dedup.run("key", work), work.started)
     work.release.set()
     assert await dedup.run("key", work) == ["result"]
     assert dedup.stats == DedupStats(calls=2, executions=1, shared=1, cache_hits=0, errors=0)
@@ -601,8 +599,7 @@ async def test_failure_of_an_execution_nobody_waits_for_is_logged_and_counted(
     dedup = Deduplicator(cancel_abandoned=False)
     work = Work()
     work.error = ValueError("nobody is listening")
-    with anyio.move_on_after(0.01):
-        await dedup.run("key", work)
+    await leave_once_started(lambda: dedup.run("key", work), work.started)
     with caplog.at_level(logging.WARNING, logger="botperf._dedup"):
         work.release.set()
         await eventually(lambda: settled(dedup))
@@ -694,8 +691,7 @@ async def test_nothing_remains_once_successes_errors_and_cancellations_settle() 
     await dedup.run("ok", ok)
     with pytest.raises(RuntimeError):
         await dedup.run("failing", failing)
-    with anyio.move_on_after(0.01):
-        await dedup.run("abandoned", abandoned)
+    await leave_once_started(lambda: dedup.run("abandoned", abandoned), abandoned.started)
     await eventually(lambda: settled(dedup))
     assert dedup.in_flight == 0
 

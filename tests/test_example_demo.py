@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 import shlex
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import pytest
+from concurrency import eventually
 
+import examples.discord_bot.demo
 from botperf import read_metrics
 from botperf._cli import main as botperf_main
 from examples.discord_bot.__main__ import main
@@ -30,7 +36,7 @@ from examples.discord_bot.demo import (
     run_demo,
 )
 from examples.discord_bot.fake_ollama import FakeOllama, canned_reply
-from examples.discord_bot.llm import OllamaChat
+from examples.discord_bot.llm import ChatResult, ChatStream, OllamaChat
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = DemoConfig(
@@ -52,6 +58,88 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
+Hold = Callable[[Sequence[Mapping[str, str]], int], Awaitable[None]]
+
+
+class HeldStream:
+    """A :class:`ChatStream` that awaits ``hold(messages, piece)`` before each piece."""
+
+    def __init__(self, stream: ChatStream, messages: Sequence[Mapping[str, str]], hold: Hold):
+        self._stream = stream
+        self._messages = messages
+        self._hold = hold
+        self._pieces = 0
+
+    @property
+    def result(self) -> ChatResult:
+        return self._stream.result
+
+    async def __aenter__(self) -> HeldStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stream.aclose()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self
+
+    async def __anext__(self) -> str:
+        await self._hold(self._messages, self._pieces)
+        piece = await self._stream.__anext__()
+        self._pieces += 1
+        return piece
+
+
+class HeldChat:
+    """The demo's :class:`OllamaChat`, its replies held by ``hold`` (see :func:`hold_demo`)."""
+
+    def __init__(self, llm: OllamaChat, hold: Hold) -> None:
+        self._llm = llm
+        self._hold = hold
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llm, name)
+
+    def stream(self, messages: Sequence[Mapping[str, str]]) -> HeldStream:
+        return HeldStream(self._llm.stream(messages), messages, self._hold)
+
+
+def hold_demo(monkeypatch: pytest.MonkeyPatch, config: DemoConfig) -> None:
+    """Make ``run_demo(config)`` share its LLM calls whatever the machine's speed.
+
+    The demo's messages share a call when they reach the Deduplicator while it runs; its
+    timings (time to first token, token delay) only make that likely. Here each reply waits
+    before its first words until every message of its round has reached the Deduplicator,
+    and the mid-stream reply also after them until every late joiner has: a test of the
+    sharing then depends on no timing, and still fails if the messages do not share.
+    """
+    cores: list[BotCore] = []
+
+    async def calls_reach(count: int) -> None:
+        await eventually(lambda: cores[0].dedup.stats.calls >= count)
+
+    async def hold(messages: Sequence[Mapping[str, str]], piece: int) -> None:
+        if messages[-1]["content"] == MID_STREAM_QUESTION:
+            before = config.channels * config.rounds + config.first_wave
+            if piece <= 1:
+                await calls_reach(before + config.late_joiners * piece)
+        elif piece == 0:
+            # Rounds come one after another, each of config.channels messages.
+            calls = cores[0].dedup.stats.calls
+            await calls_reach(math.ceil(calls / config.channels) * config.channels)
+
+    def core(llm: OllamaChat, **options: Any) -> BotCore:
+        cores.append(BotCore(HeldChat(llm, hold), **options))  # type: ignore[arg-type]
+        return cores[-1]
+
+    monkeypatch.setattr(examples.discord_bot.demo, "BotCore", core)
+
+
 @pytest.fixture
 def metrics_path(tmp_path: Path) -> Path:
     return tmp_path / "metrics.jsonl"
@@ -67,20 +155,23 @@ async def test_demo_answers_every_message(metrics_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_demo_makes_one_llm_call_per_conversation_and_round(metrics_path: Path) -> None:
+async def test_demo_makes_one_llm_call_per_conversation_and_round(
+    metrics_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Every channel held and all messages of a round at once: each track's channels share
-    # one call per round. The model's 200 ms before its first token leave the burst ample
-    # time to arrive while the call runs.
-    config = replace(
-        FAST, max_channels=8, arrival_spread=0.0, time_to_first_token=0.2, late_joiners=0
-    )
+    # one call per round.
+    config = replace(FAST, max_channels=8, arrival_spread=0.0, late_joiners=0)
+    hold_demo(monkeypatch, config)
     outcome = await run_demo(config, metrics_path, progress=None)
     assert outcome.llm_calls == config.tracks * config.rounds
     assert outcome.core.history.stats.evictions == 0
 
 
 @pytest.mark.anyio
-async def test_demo_numbers_agree_with_each_other(metrics_path: Path) -> None:
+async def test_demo_numbers_agree_with_each_other(
+    metrics_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold_demo(monkeypatch, FAST)  # some messages share a call, whatever the machine's speed
     outcome = await run_demo(FAST, metrics_path, progress=None)
     core = outcome.core
     dedup = core.dedup.stats
@@ -98,12 +189,11 @@ async def test_demo_numbers_agree_with_each_other(metrics_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_late_joiners_of_a_streaming_reply_cost_no_llm_call(metrics_path: Path) -> None:
-    # A reply streaming for about 0.75 s after its first words leaves the late joiners, sent
-    # as soon as those arrive, ample time to join it.
-    config = replace(
-        FAST, channels=2, rounds=1, arrival_spread=0.0, token_delay=0.05, reply_tokens=16
-    )
+async def test_late_joiners_of_a_streaming_reply_cost_no_llm_call(
+    metrics_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = replace(FAST, channels=2, rounds=1, arrival_spread=0.0)
+    hold_demo(monkeypatch, config)
     outcome = await run_demo(config, metrics_path, progress=None)
     assert (outcome.mid_stream_joins, outcome.mid_stream_calls) == (config.late_joiners, 0)
     assert outcome.llm_calls == outcome.core.dedup.stats.executions == 2 + 1

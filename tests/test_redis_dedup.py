@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from concurrency import eventually
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis_server import free_port
@@ -263,14 +264,16 @@ async def test_abandoned_leader_frees_its_lock_for_a_follower_at_once(client: Re
 
 @pytest.mark.anyio
 async def test_lock_is_renewed_while_a_long_call_runs(client: Redis) -> None:
-    here = RedisDeduplicator(client, lock_ttl=0.2)
-    there = RedisDeduplicator(client, lock_ttl=0.2)
+    # Renewals come every lock_ttl / 3; a lock_ttl of 1 s lets one be late by over half a
+    # second, as on a stalled machine, before the lock lapses.
+    here = RedisDeduplicator(client, lock_ttl=1.0)
+    there = RedisDeduplicator(client, lock_ttl=1.0)
     executions: list[str] = []
 
     async def slow() -> str:
         executions.append("slow")
         await followers(client, KEY, 1)
-        await anyio.sleep(1.0)  # five lock_ttls: only renewals keep the lock
+        await anyio.sleep(2.0)  # two lock_ttls: only renewals keep the lock
         return "done"
 
     async with anyio.create_task_group() as task_group:
@@ -299,7 +302,7 @@ async def test_leader_that_loses_its_lock_logs_it_and_still_answers(
 
     async def slow() -> str:
         await client.delete(lock)
-        await anyio.sleep(0.3)  # a renewal comes after 0.1 s and finds the lock gone
+        await eventually(lambda: "lost the lock" in caplog.text)  # at the next renewal
         return "Paris"
 
     with caplog.at_level(logging.WARNING, logger="botperf.redis._dedup"):
@@ -317,7 +320,7 @@ async def test_redis_failing_after_the_call_ran_is_logged_and_the_result_returne
         # The lock key turns into a list: renewing and publishing get WRONGTYPE.
         await client.delete(lock)
         await client.rpush(lock, "not a lock")
-        await anyio.sleep(0.3)
+        await eventually(lambda: "could not renew the lock" in caplog.text)
         return "Paris"
 
     with caplog.at_level(logging.WARNING, logger="botperf.redis._dedup"):
