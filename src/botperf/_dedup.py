@@ -38,7 +38,7 @@ _MISSING: Any = object()
 @final
 @dataclass(frozen=True, slots=True)
 class DedupStats:
-    """A snapshot of a :class:`Deduplicator`'s counters since it was created.
+    """A snapshot of a `Deduplicator`'s counters since it was created.
 
     Every call is counted exactly once as an execution, a shared call or a cache hit,
     so ``calls == executions + shared + cache_hits`` always holds, cancelled callers

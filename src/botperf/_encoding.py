@@ -1,14 +1,14 @@
 """Encoding a batch of metric events into the bytes of JSON lines.
 
 Two encoders produce the same lines: ``orjson`` when it is importable (about six times
-faster) and the stdlib :mod:`json` otherwise. Both write compact JSON objects, one per
+faster) and the stdlib `json` otherwise. Both write compact JSON objects, one per
 line, ASCII-safe for the stdlib and UTF-8 for orjson; the lines parse to equal values
 (only the spelling of some floats differs, such as ``1e-05`` against ``0.00001``).
 
 A value JSON cannot hold never fails its batch: non-finite floats are written as
-``null`` (what orjson does), an :class:`enum.Enum` as its value, a :class:`uuid.UUID`
+``null`` (what orjson does), an `enum.Enum` as its value, a `uuid.UUID`
 as its string, and anything else as its ``repr()`` string (``<unrepresentable
-TypeName>`` if ``repr()`` itself raises), counted in :attr:`EncodedBatch.repr_values`.
+TypeName>`` if ``repr()`` itself raises), counted in `EncodedBatch.repr_values`.
 Dict keys follow the same rules: an enum key becomes its value and a UUID key its
 string (int, float, bool and ``None`` keys are spelled as JSON spells them); a field
 holding a dict with any other key (a tuple, a datetime) is written as its ``repr()``.
@@ -167,8 +167,8 @@ def _encode_orjson(events: Sequence[dict[str, Any]]) -> EncodedBatch:
 def _make_fast_json(fallback: _Fallback) -> Callable[[object], str]:
     """Return a compact stdlib encoder with no circularity check and ``allow_nan=False``.
 
-    Calling the C encoder directly skips the per-call setup of :func:`json.dumps` (about
-    a third of its cost for a small event); a cycle then ends in :class:`RecursionError`,
+    Calling the C encoder directly skips the per-call setup of `json.dumps` (about
+    a third of its cost for a small event); a cycle then ends in `RecursionError`,
     which the careful path catches.
     """
     if c_make_encoder is None:  # pragma: no cover - CPython always has the C accelerator

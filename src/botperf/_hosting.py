@@ -1,4 +1,4 @@
-"""Where a :class:`~botperf.Deduplicator` execution runs, one small class per event loop.
+"""Where a `botperf.Deduplicator` execution runs, one small class per event loop.
 
 An execution must belong to no single caller, so it runs in a task that the
 Deduplicator hosts itself, and callers only wait for its outcome:
@@ -17,12 +17,12 @@ Deduplicator hosts itself, and callers only wait for its outcome:
   ``trio.Event``.
 
 A shared stream (``_streams``) is hosted the same way: its flight's task iterates the
-upstream, and its consumers wait between chunks with :meth:`Flight.wait_for_news`,
-woken by :meth:`Flight.notify` at each chunk and by :meth:`Flight.wake` at the end
+upstream, and its consumers wait between chunks with `Flight.wait_for_news`,
+woken by `Flight.notify` at each chunk and by `Flight.wake` at the end
 (asyncio: the same futures as ``run()``'s callers, one per waiting consumer; trio: a
 ``ParkingLot``), never in a nursery or cancel scope of their own.
 
-The backend is told apart by :func:`new_flight` with :func:`asyncio.current_task`:
+The backend is told apart by `new_flight` with `asyncio.current_task`:
 a running asyncio task means asyncio, anything else means trio. That takes about
 0.1 to 0.3 µs, against 1.7 µs for ``anyio.lowlevel.current_token()`` and 0.5 µs for
 ``sniffio.current_async_library()`` (which anyio 4.16 no longer depends on), and it is
@@ -218,7 +218,7 @@ class Flight:
     def call(
         self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Awaitable[Any]:
-        """Call ``fn`` in the hosted task so that :meth:`cancel` can cancel it."""
+        """Call ``fn`` in the hosted task so that `cancel` can cancel it."""
         raise NotImplementedError
 
     def cancel(self) -> None:
@@ -230,14 +230,14 @@ class Flight:
         raise NotImplementedError
 
     def unwait(self, waiter: Awaitable[None]) -> None:
-        """Forget ``waiter``, from :meth:`wait` or :meth:`wait_for_news`, left unwoken; O(1).
+        """Forget ``waiter``, from `wait` or `wait_for_news`, left unwoken; O(1).
 
         For a caller cancelled while it waited. Nothing to do on trio, whose waits
         remove themselves when cancelled, nor for a waiter woken already.
         """
 
     def wake(self) -> None:
-        """Wake every waiter, of :meth:`wait` and :meth:`wait_for_news`: the outcome is set."""
+        """Wake every waiter, of `wait` and `wait_for_news`: the outcome is set."""
         raise NotImplementedError
 
     def wait_for_news(self) -> Awaitable[None]:
@@ -245,7 +245,7 @@ class Flight:
         raise NotImplementedError
 
     def notify(self) -> None:
-        """Wake every :meth:`wait_for_news` waiter: a new chunk; O(waiters)."""
+        """Wake every `wait_for_news` waiter: a new chunk; O(waiters)."""
         raise NotImplementedError
 
 

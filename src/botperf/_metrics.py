@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 OnFull = Literal["drop_oldest", "drop_new", "block"]
 """What ``record()`` does when the buffer is full: the values of ``on_full``.
 
-See :class:`BatchMetricsWriter` for what each one does.
+See `BatchMetricsWriter` for what each one does.
 """
 _ON_FULL = ("drop_oldest", "drop_new", "block")
 
@@ -53,7 +53,7 @@ _Events = list[dict[str, Any]]
 @final
 @dataclass(frozen=True, slots=True)
 class WriterStats:
-    """A snapshot of a :class:`BatchMetricsWriter`'s counters.
+    """A snapshot of a `BatchMetricsWriter`'s counters.
 
     ``recorded == written + dropped + waiting + unwritten`` holds in every snapshot.
 
@@ -65,9 +65,9 @@ class WriterStats:
         failed_writes: Batch writes that raised; each failed batch was kept and retried.
         waiting: Events recorded and not yet written, including a batch kept for retry.
         unwritten: Events the sink never took, saved beside it at close (see
-            :class:`~botperf.MetricsNotWrittenError`).
+            `botperf.MetricsNotWrittenError`).
         repr_values: Field values written as their ``repr()`` string because JSON has no
-            form for them (counted by :class:`~botperf.JsonLinesFileSink`; 0 for other sinks).
+            form for them (counted by `botperf.JsonLinesFileSink`; 0 for other sinks).
     """
 
     recorded: int
@@ -94,7 +94,7 @@ def _thread_safe_scheduler(
 ) -> Callable[[Callable[[], object]], None]:
     """Return a function that runs a callback soon on the event loop of ``token``, from any thread.
 
-    anyio's :func:`anyio.from_thread.run_sync` waits for the callback's result, which
+    anyio's `anyio.from_thread.run_sync` waits for the callback's result, which
     would make ``record()`` wait for the event loop; the wake-up only needs scheduling,
     which each backend offers natively (asyncio: ``loop.call_soon_threadsafe``; trio:
     ``TrioToken.run_sync_soon``). Both are found by name, so neither library is imported.
@@ -117,16 +117,16 @@ class BatchMetricsWriter:
     comes first. A failed write keeps its batch and is retried with exponential backoff.
 
     Use it as ``async with`` (the flusher is a task in a task group the writer enters in
-    ``__aenter__``, and writes run through :func:`anyio.to_thread.run_sync`; works on
+    ``__aenter__``, and writes run through `anyio.to_thread.run_sync`; works on
     asyncio and trio) or as a plain ``with`` from sync code (the flusher is a daemon
     thread). Each writer is entered once. Leaving the block writes everything left
     (shielded from cancellation) and closes the sink; if the sink still refuses some
-    events, they are saved to a file and :class:`~botperf.MetricsNotWrittenError` is
+    events, they are saved to a file and `botperf.MetricsNotWrittenError` is
     raised.
 
     Args:
         path_or_sink: A file path (events are appended to it as JSON lines by a
-            :class:`JsonLinesFileSink`), a :class:`MetricsSink`, or a function that
+            `JsonLinesFileSink`), a `MetricsSink`, or a function that
             receives each batch as a list of event dicts.
         max_batch: Write when this many events wait; an int, at least 1.
         max_delay: Write at the latest this many seconds after the oldest waiting event
@@ -137,11 +137,11 @@ class BatchMetricsWriter:
             ``"drop_oldest"`` (the default) drops the oldest waiting event that is not
             part of a batch being written or retried (or the new one if there is none);
             ``"drop_new"`` drops the new event; ``"block"`` waits for room, and raises
-            :class:`~botperf.MetricsBufferFullError` where waiting could never end (on
+            `botperf.MetricsBufferFullError` where waiting could never end (on
             the event loop thread of an ``async with`` writer, or before it is entered).
             Every drop is counted in ``stats.dropped`` and logged once per burst.
         rotate_bytes: For a file path: rotate before the file would grow past this many
-            bytes (see :class:`JsonLinesFileSink`); ``None`` never rotates.
+            bytes (see `JsonLinesFileSink`); ``None`` never rotates.
         backups: For a file path: rotated files to keep; an int, at least 1.
         fsync: For a file path: ``os.fsync`` after every batch (durable, one disk flush
             per batch).
@@ -246,7 +246,7 @@ class BatchMetricsWriter:
 
     @property
     def sink(self) -> MetricsSink:
-        """The sink batches are written to (a :class:`JsonLinesFileSink` for a path)."""
+        """The sink batches are written to (a `JsonLinesFileSink` for a path)."""
         return self._sink
 
     @property
@@ -319,10 +319,10 @@ class BatchMetricsWriter:
     def flush_sync(self) -> None:
         """Write every event recorded so far, blocking the calling thread until written.
 
-        The sync twin of :meth:`flush`, for ``with`` writers and other threads.
+        The sync twin of `flush`, for ``with`` writers and other threads.
 
         Raises:
-            MetricsWriteError: As :meth:`flush`.
+            MetricsWriteError: As `flush`.
             MetricsWriterStateError: If called on the event loop thread of an
                 ``async with`` writer, where it would block the loop: ``await flush()``.
         """

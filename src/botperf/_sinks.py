@@ -1,4 +1,4 @@
-"""Where :class:`~botperf.BatchMetricsWriter` sends its batches: the sink protocol and sinks."""
+"""Where `botperf.BatchMetricsWriter` sends its batches: the sink protocol and sinks."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ _MAX_LINE_CHECKED = 16 * 1024 * 1024  # a longer unterminated last line is cut o
 class MetricsSink(Protocol):
     """What a batch of events is written to: implement it to ship metrics anywhere.
 
-    :class:`~botperf.BatchMetricsWriter` calls the methods from one worker thread at a
+    `botperf.BatchMetricsWriter` calls the methods from one worker thread at a
     time, never on the event loop, so they may block.
     """
 
@@ -50,7 +50,7 @@ class JsonLinesFileSink:
     """A JSON-lines file: each batch appended with one ``write`` system call.
 
     Each event is one compact JSON object on its own line (see
-    :func:`~botperf.read_metrics`). The file opens lazily, on the first batch, in append
+    `botperf.read_metrics`). The file opens lazily, on the first batch, in append
     mode, so a failure to open (a missing directory, no permission) is a failed write that
     is retried. A batch is encoded to one bytes object and written whole; if the system
     writes only part of it (a full disk), the file is cut back to where the batch began,
@@ -61,11 +61,11 @@ class JsonLinesFileSink:
     A file left by a writer that was killed mid-write may end in a torn line. When the
     sink opens a file that does not end in a newline, it cuts that fragment off and
     logs a warning with its size, so the next event does not glue onto it; a last line
-    that is a whole JSON object, which :func:`~botperf.read_metrics` would return, is
+    that is a whole JSON object, which `botperf.read_metrics` would return, is
     kept and ended with a newline instead. The sink opens the file for reading and
     writing to look at its end.
 
-    Rotation works like :class:`logging.handlers.RotatingFileHandler`: before a batch
+    Rotation works like `logging.handlers.RotatingFileHandler`: before a batch
     that would take the file past ``rotate_bytes``, ``path`` becomes ``path.1``,
     ``path.1`` becomes ``path.2`` and so on up to ``path.<backups>``, and the oldest is
     deleted. Rotation happens only between batches, so a line never spans two files
@@ -186,7 +186,7 @@ class JsonLinesFileSink:
         a line. Appending to it would glue the next event onto that fragment and break
         the file in its middle, so the fragment is cut off (it was never a whole
         event) and a warning logged. A last line that is a whole JSON object without
-        its newline is one :func:`~botperf.read_metrics` returns: it is kept, and the
+        its newline is one `botperf.read_metrics` returns: it is kept, and the
         next batch starts with the newline it lacks. Reads the file backwards to the
         last newline: O(length of the last line).
         """
@@ -274,7 +274,7 @@ def _read_at(fd: int, offset: int, size: int) -> bytes:
 
 
 def _is_json_object(line: bytes) -> bool:
-    """Whether ``line`` parses as a JSON object, as :func:`~botperf.read_metrics` reads lines."""
+    """Whether ``line`` parses as a JSON object, as `botperf.read_metrics` reads lines."""
     try:
         return isinstance(json.loads(line), dict)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError
@@ -310,7 +310,7 @@ def as_sink(
     fsync: bool,
     encoder: EncoderName,
 ) -> MetricsSink:
-    """Return the sink for ``target``: a file path, a :class:`MetricsSink`, or a function.
+    """Return the sink for ``target``: a file path, a `MetricsSink`, or a function.
 
     Raises:
         InvalidOptionError: If file options are invalid, or given with a sink or function.

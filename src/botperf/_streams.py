@@ -1,9 +1,9 @@
 """Shared streams: one upstream iteration per key, replayed to every consumer from one buffer.
 
-A stream is hosted like a :class:`~botperf.Deduplicator` execution (see ``_hosting``):
+A stream is hosted like a `botperf.Deduplicator` execution (see ``_hosting``):
 its upstream async iterator runs in a task the Deduplicator owns, never in a
 consumer's, and appends each chunk to one list, the shared buffer. Each consumer is
-a :class:`SharedStream` with a cursor into that list: it reads what is buffered
+a `SharedStream` with a cursor into that list: it reads what is buffered
 without suspending and otherwise waits to be notified of the next chunk. So a slow
 consumer only lags behind, it never holds up the upstream or the others, and a late
 joiner starts at index 0. The list is the reply's only copy, whatever the number of
