@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis_server import free_port
 
 from botperf import (
+    InvalidOptionError,
     RedisAsyncioRequiredError,
     RedisCommandError,
     RedisKeyError,
@@ -445,11 +446,11 @@ def test_awaiting_on_trio_raises_asyncio_required(redis_url: str) -> None:
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"prefix": ""}, ValueError, "prefix must be a non-empty str"),
-        ({"ttl": 0}, ValueError, "ttl must be a finite number of seconds above 0"),
-        ({"lock_ttl": float("inf")}, ValueError, "lock_ttl must be a finite number"),
-        ({"timeout": "1"}, TypeError, "timeout must be a number of seconds"),
-        ({"codec": "json"}, TypeError, "codec must have encode"),
+        ({"prefix": ""}, InvalidOptionError, "prefix must be a non-empty str"),
+        ({"ttl": 0}, InvalidOptionError, "ttl must be a finite number of seconds, above 0"),
+        ({"lock_ttl": float("inf")}, InvalidOptionError, "lock_ttl must be a finite number"),
+        ({"timeout": "1"}, InvalidOptionError, "timeout must be a finite number of seconds"),
+        ({"codec": "json"}, InvalidOptionError, "codec must be None or an object with encode"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], error: type, message: str) -> None:

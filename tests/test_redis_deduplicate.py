@@ -294,9 +294,9 @@ def test_async_generator_functions_are_refused() -> None:
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"prefix": ""}, ValueError, "prefix must be a non-empty str"),
-        ({"ttl": -1}, ValueError, "ttl must be a finite number of seconds above 0"),
-        ({"codec": "json"}, TypeError, "codec must have encode"),
+        ({"prefix": ""}, InvalidOptionError, "prefix must be a non-empty str"),
+        ({"ttl": -1}, InvalidOptionError, "ttl must be a finite number of seconds, above 0"),
+        ({"codec": "json"}, InvalidOptionError, "codec must be None or an object with encode"),
         ({"cancel_abandoned": "yes"}, InvalidOptionError, "cancel_abandoned must be True or"),
     ],
 )

@@ -12,6 +12,7 @@ from redis_server import free_port
 
 from botperf import (
     BatchMetricsWriter,
+    InvalidOptionError,
     MetricsNotWrittenError,
     MetricsSink,
     RedisCommandError,
@@ -145,12 +146,12 @@ def test_client_built_from_a_url_is_closed(client: Redis, redis_url: str) -> Non
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"stream": ""}, ValueError, "stream must be a non-empty str"),
-        ({"maxlen": 0}, ValueError, "maxlen must be an int of at least 1 or None"),
-        ({"maxlen": 2.5}, ValueError, "maxlen must be an int"),
-        ({"timeout": 0}, ValueError, "timeout must be a finite number of seconds above 0"),
-        ({"timeout": "1"}, TypeError, "timeout must be a number of seconds"),
-        ({"encoder": "yaml"}, ValueError, "encoder must be"),
+        ({"stream": ""}, InvalidOptionError, "stream must be a non-empty str"),
+        ({"maxlen": 0}, InvalidOptionError, "maxlen must be an int of at least 1, or None"),
+        ({"maxlen": 2.5}, InvalidOptionError, "maxlen must be an int"),
+        ({"timeout": 0}, InvalidOptionError, "timeout must be a finite number of seconds, above 0"),
+        ({"timeout": "1"}, InvalidOptionError, "timeout must be a finite number of seconds"),
+        ({"encoder": "yaml"}, InvalidOptionError, "encoder must be"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], error: type, message: str) -> None:

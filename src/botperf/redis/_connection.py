@@ -4,7 +4,6 @@ from __future__ import annotations
 
 # Only to detect trio: redis-py's asyncio client runs on asyncio alone (see require_asyncio).
 import asyncio
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import final
@@ -22,7 +21,7 @@ from .._exceptions import (
     RedisUnavailableError,
 )
 
-__all__ = ["Connection", "address_of", "check_seconds", "require_asyncio", "translate_errors"]
+__all__ = ["Connection", "address_of", "require_asyncio", "translate_errors"]
 
 
 def require_asyncio(operation: str) -> None:
@@ -35,14 +34,6 @@ def require_asyncio(operation: str) -> None:
         asyncio.get_running_loop()
     except RuntimeError:
         raise RedisAsyncioRequiredError(operation) from None
-
-
-def check_seconds(name: str, value: float) -> None:
-    """Raise ``TypeError`` or ``ValueError`` unless ``value`` is finite seconds above 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds above 0, not {value!r}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number of seconds above 0, not {value!r}")
 
 
 @final

@@ -23,9 +23,10 @@ from .._exceptions import (
     RedisKeyError,
     RedisRemoteError,
     RedisUnavailableError,
+    check_seconds_option,
 )
 from ._codec import Codec, JsonCodec
-from ._connection import Connection, check_seconds, translate_errors
+from ._connection import Connection, translate_errors
 
 __all__ = ["RedisDedupStats", "RedisDeduplicator", "deduplicate"]
 
@@ -204,11 +205,10 @@ class RedisDeduplicator:
             once all its callers in this process have gone.
 
     Raises:
-        ValueError: If ``ttl``, ``lock_ttl`` or ``timeout`` is not a positive finite
-            number (``ttl`` may be None), or ``prefix`` is empty.
-        TypeError: If ``redis`` is not a client or a URL, or ``codec`` not a ``Codec``.
-        ValueError: If the client decodes responses (``decode_responses=True``).
-        InvalidOptionError: If ``cancel_abandoned`` is not a bool.
+        InvalidOptionError: If ``ttl``, ``lock_ttl`` or ``timeout`` is not a positive
+            finite number (``ttl`` may be None), ``prefix`` is empty, ``redis`` is not a
+            client or a URL or decodes responses (``decode_responses=True``), ``codec`` is
+            not a ``Codec``, or ``cancel_abandoned`` is not a bool.
     """
 
     def __init__(
@@ -228,9 +228,11 @@ class RedisDeduplicator:
         self._connection = Connection(redis, timeout)
         client = self._connection.client
         if client.connection_pool.connection_kwargs.get("decode_responses"):
-            raise ValueError(
-                "redis must be a client with decode_responses=False: results travel as "
-                "the codec's bytes"
+            raise InvalidOptionError(
+                "RedisDeduplicator",
+                "redis",
+                client,
+                "a client with decode_responses=False: results travel as the codec's bytes",
             )
         self._prefix = prefix
         self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
@@ -567,17 +569,21 @@ def _check_options(
     if not isinstance(cancel_abandoned, bool):
         raise InvalidOptionError(owner, "cancel_abandoned", cancel_abandoned, "True or False")
     if type(prefix) is not str or not prefix:
-        raise ValueError(f"prefix must be a non-empty str, not {prefix!r}")
+        raise InvalidOptionError(owner, "prefix", prefix, "a non-empty str such as 'bot:dedup:'")
     if ttl is not None:
-        check_seconds("ttl", ttl)
-    check_seconds("lock_ttl", lock_ttl)
-    check_seconds("timeout", timeout)
+        check_seconds_option(owner, "ttl", ttl)
+    check_seconds_option(owner, "lock_ttl", lock_ttl)
+    check_seconds_option(owner, "timeout", timeout)
     if codec is not None and not isinstance(codec, Codec):
-        raise TypeError(f"codec must have encode() and decode() methods, not {codec!r}")
+        raise InvalidOptionError(
+            owner, "codec", codec, "None or an object with encode() and decode() methods"
+        )
     if not isinstance(redis, (str, Redis)):
-        raise TypeError(
-            "redis must be a redis.asyncio.Redis client or a URL such as "
-            f"'redis://host:6379/0', not {redis!r}"
+        raise InvalidOptionError(
+            owner,
+            "redis",
+            redis,
+            "a redis.asyncio.Redis client or a URL such as 'redis://host:6379/0'",
         )
 
 
@@ -637,11 +643,10 @@ def deduplicate(
         The decorator.
 
     Raises:
-        ValueError: At once, for an option out of its range (see `RedisDeduplicator`).
-        TypeError: At once, for an option of the wrong type; when decorating, for an
-            async generator function (streams are shared within a process only: use
-            `botperf.deduplicate`).
-        InvalidOptionError: At once, if ``cancel_abandoned`` is not a bool.
+        InvalidOptionError: At once, for an option of the wrong type or out of its range
+            (see `RedisDeduplicator`).
+        TypeError: When decorating an async generator function (streams are shared
+            within a process only: use `botperf.deduplicate`).
         DedupKeyError: When the decorated function is called, if the key (by default
             its arguments) is not hashable.
         RedisKeyError: When the decorated function is called, if JSON cannot hold the

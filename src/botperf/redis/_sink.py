@@ -9,9 +9,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .._encoding import EncoderName, encode_batch, resolve_encoder
-from ._connection import address_of, check_seconds, translate_errors
+from .._exceptions import InvalidOptionError, check_seconds_option
+from ._connection import address_of, translate_errors
 
 __all__ = ["RedisStreamSink"]
+
+_OWNER = "RedisStreamSink"
 
 
 @final
@@ -48,9 +51,9 @@ class RedisStreamSink:
         encoder: ``"auto"`` (orjson when importable), ``"json"`` or ``"orjson"``.
 
     Raises:
-        ValueError: If ``stream`` is empty, ``maxlen`` below 1, ``timeout`` not above 0,
-            or ``encoder`` unknown.
-        TypeError: If ``redis`` is not a ``redis.Redis`` client or a URL.
+        InvalidOptionError: If ``stream`` is empty, ``maxlen`` not an int of at least 1
+            or None, ``timeout`` not above 0, ``encoder`` unknown, or ``redis`` not a
+            ``redis.Redis`` client or a URL.
     """
 
     def __init__(
@@ -64,11 +67,11 @@ class RedisStreamSink:
         encoder: EncoderName = "auto",
     ) -> None:
         if type(stream) is not str or not stream:
-            raise ValueError(f"stream must be a non-empty str, not {stream!r}")
+            raise InvalidOptionError(_OWNER, "stream", stream, "a non-empty str")
         if maxlen is not None and (type(maxlen) is not int or maxlen < 1):
-            raise ValueError(f"maxlen must be an int of at least 1 or None, not {maxlen!r}")
-        check_seconds("timeout", timeout)
-        self._encoder = resolve_encoder(encoder, owner="RedisStreamSink")
+            raise InvalidOptionError(_OWNER, "maxlen", maxlen, "an int of at least 1, or None")
+        check_seconds_option(_OWNER, "timeout", timeout)
+        self._encoder = resolve_encoder(encoder, owner=_OWNER)
         if isinstance(redis, str):
             self._client = Redis.from_url(
                 redis,
@@ -81,9 +84,11 @@ class RedisStreamSink:
             self._client = redis
             self._owned = False
         else:
-            raise TypeError(
-                f"redis must be a redis.Redis client or a URL such as 'redis://host:6379/0', "
-                f"not {redis!r}"
+            raise InvalidOptionError(
+                _OWNER,
+                "redis",
+                redis,
+                "a redis.Redis client or a URL such as 'redis://host:6379/0'",
             )
         self._address = address_of(self._client)
         self._stream = stream
