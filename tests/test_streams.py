@@ -475,15 +475,13 @@ async def test_a_consumer_after_an_abandoned_stream_starts_a_fresh_upstream() ->
 async def test_stream_abandoned_before_its_upstream_started_never_calls_fn() -> None:
     # As for run(): whether the last consumer can leave before the hosted task's first
     # step depends on the scheduler, so this drives the hosted task's body directly.
-    from botperf._streams import host_stream
-
     dedup = Deduplicator()
     upstream = Upstream()
     flight = new_flight("key")
     flight.result = []
     flight.abandoned = flight.detached = True
     dedup._detached.add(flight)
-    await host_stream(dedup, flight, upstream, (), {})
+    await dedup._host_stream(flight, upstream, (), {})
     assert upstream.iterations == 0
     assert flight.done
     assert settled(dedup)

@@ -17,11 +17,12 @@ from ._exceptions import (
     DedupCancelledError,
     DedupKeyError,
     InvalidOptionError,
+    StreamTooLongError,
     check_int_option,
     check_seconds_option,
 )
 from ._hosting import Flight, new_flight
-from ._streams import SharedStream, host_stream
+from ._streams import SharedStream
 from ._streams import logger as streams_logger
 
 __all__ = ["DedupStats", "Deduplicator", "deduplicate"]
@@ -66,39 +67,19 @@ class DedupStats:
 class Deduplicator:
     """Runs concurrent calls with an equal key once, and gives every caller the outcome.
 
-    The first call for a key starts an *execution* of ``fn`` in a task the
-    Deduplicator hosts (not in the caller's task); calls with the same key that
-    arrive while it runs wait for it; all of them get the same result object, or the
-    same exception (each its own copy of it, see `run`). Cancelling a caller affects
-    only that caller. Once no caller
-    waits any more, the execution is cancelled (unless ``cancel_abandoned=False``)
-    and forgotten: the next call starts a fresh one. See the Deduplicator page of the
-    docs for the timelines. `stream` does the same for streamed replies: concurrent
-    consumers share one iteration of the upstream, and each gets every chunk.
-
-    Works under asyncio and trio. A Deduplicator is not thread-safe: use it from
-    the tasks of one event loop at a time.
+    The first call for a key runs ``fn`` in a task the Deduplicator hosts; later calls
+    with that key wait for it and share its outcome. Cancelling a caller affects only
+    that caller. `stream` does the same for streamed replies. Works under asyncio and
+    trio; not thread-safe. The Deduplicator page of the docs has the timelines.
 
     Args:
-        ttl: Seconds for which the result of a *successful* execution is also served to
-            later calls with its key, from a cache (and a stream that ended normally
-            is replayed); ``None`` (the default) caches nothing. Exceptions are never
-            cached.
-        max_cached: How many results the ``ttl`` cache holds at most (the least
-            recently used go first), and apart from them how many completed streams;
-            at least 1.
-        cancel_abandoned: Whether to cancel an execution once every caller waiting
-            for it has been cancelled (or a stream's upstream once every consumer has
-            left). With ``False`` it runs to completion, new calls with its key join
-            it, and a successful result is cached (with ``ttl``).
-        max_chunks: How many chunks a shared stream may buffer (see `stream`); past
-            it, every consumer gets `StreamTooLongError` after those chunks; at least 1.
+        ttl: Seconds a successful result or stream is served from a cache; ``None``: none.
+        max_cached: Most results (and apart from them, streams) cached; at least 1.
+        cancel_abandoned: Whether to cancel an execution once every caller has left.
+        max_chunks: Most chunks a shared stream buffers (then `StreamTooLongError`).
 
     Raises:
-        InvalidOptionError: If ``ttl`` is neither ``None`` nor a finite number of
-            seconds above 0, if ``max_cached`` or ``max_chunks`` is not an int of at
-            least 1, or if ``cancel_abandoned`` is not a bool. It is both a
-            ``ValueError`` and a ``TypeError``.
+        InvalidOptionError: If an option is out of its range or of the wrong type.
     """
 
     __slots__ = (
@@ -206,7 +187,7 @@ class Deduplicator:
                 faithfully is shared (see the Deduplicator page of the docs).
         """
         # The bookkeeping below is _join_stream's, kept inline: a shared helper's call
-        # (about 0.1 µs on CPython 3.11) would add some 7% to a cache hit (1.5 µs).
+        # would add measurably to a cache hit (see the Performance page).
         flights = self._flights
         try:
             flight = flights.get(key)
@@ -294,7 +275,9 @@ class Deduplicator:
             hash(key)
         except TypeError as exc:
             raise DedupKeyError(key, "Deduplicator.stream()", str(exc)) from None
-        return SharedStream(self, key, fn, args, kwargs)
+        return SharedStream(
+            key, functools.partial(self._join_stream, key, fn, args, kwargs), self._abandon_stream
+        )
 
     def forget(self, key: Hashable) -> None:
         """Make the next call with ``key`` start a fresh execution; O(1).
@@ -321,6 +304,10 @@ class Deduplicator:
                 flight.detached = True
                 self._detached.add(flight)
 
+    def _abandon_stream(self, flight: Flight) -> None:
+        """A running stream's last consumer has left."""
+        self._abandon(flight, self._streams)
+
     def _abandon(self, flight: Flight, flights: dict[Hashable, Flight]) -> None:
         """Nobody waits for ``flight`` any more: cancel it, unless told not to."""
         if not self._cancel_abandoned:
@@ -345,7 +332,7 @@ class Deduplicator:
     ) -> None:
         """The body of a hosted task: run ``fn`` once and hand its outcome to the waiters.
 
-        The hosted task of `run` runs it directly; a stream's (``host_stream``) runs it
+        The hosted task of `run` runs it directly; a stream's (`_host_stream`) runs it
         with ``stream=True``, with an ``fn`` that iterates the upstream into the shared
         buffer and returns that buffer: the stream's entry, cache and words in the log
         are then used instead of `run`'s. It never raises, except to let a
@@ -416,11 +403,51 @@ class Deduplicator:
         self._executions += 1
         streams[key] = flight
         try:
-            flight.start(host_stream, self, flight, fn, args, kwargs)
+            flight.start(self._host_stream, flight, fn, args, kwargs)
         except BaseException:
             del streams[key]
             raise
         return flight, chunks
+
+    async def _host_stream(
+        self,
+        flight: Flight,
+        fn: Callable[..., AsyncIterable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """The body of a stream's hosted task: iterate the upstream into the shared buffer.
+
+        It is hosted by `_execute` as a `run` execution is, so like it this never raises,
+        except to let a cancellation from outside the Deduplicator propagate. Once the
+        outcome is published (the consumers woken, the key free for a new stream), it
+        closes the upstream with ``aclose()``.
+        """
+        upstream: AsyncIterator[Any] | None = None
+        max_chunks = self._max_chunks
+
+        async def fill() -> list[Any]:
+            nonlocal upstream
+            chunks: list[Any] = flight.result
+            upstream = aiter(fn(*args, **kwargs))
+            async for chunk in upstream:
+                if len(chunks) == max_chunks:
+                    raise StreamTooLongError(flight.key, max_chunks)
+                chunks.append(chunk)
+                flight.notify()
+            return chunks
+
+        try:
+            await self._execute(flight, fill, (), {}, stream=True)
+        finally:
+            if upstream is not None:
+                # Settled, the flight is in none of the tables now: hold it again, so
+                # that its task stays referenced while it closes the upstream.
+                self._detached.add(flight)
+                try:
+                    await _close_upstream(flight, upstream)
+                finally:
+                    self._detached.discard(flight)
 
     def _fail(self, flight: Flight, error: BaseException) -> None:
         """Set the outcome to ``error`` and count it; log it if nobody waits to get it."""
@@ -449,6 +476,23 @@ class Deduplicator:
         error = DedupCancelledError(flight.key)
         error.__cause__ = cause
         self._fail(flight, error)
+
+
+async def _close_upstream(flight: Flight, upstream: AsyncIterator[Any]) -> None:
+    """``await upstream.aclose()`` if it has one (an ended async generator ignores it)."""
+    aclose = getattr(upstream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except BaseException as exc:
+        if flight.is_cancellation(exc):
+            raise
+        streams_logger.warning(
+            "closing the upstream of the shared stream for key %s raised",
+            reprlib.repr(flight.key),
+            exc_info=exc,
+        )
 
 
 def _log_raised_when_abandoned(flight: Flight, error: BaseException, *, stream: bool) -> None:
@@ -580,7 +624,7 @@ def deduplicate(
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> SharedStream[Any]:
-                return SharedStream(dedup, call_key(key, args, kwargs, where), fn, args, kwargs)
+                return dedup.stream(call_key(key, args, kwargs, where), fn, *args, **kwargs)
 
         else:
 

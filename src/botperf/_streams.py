@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import logging
 import reprlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar, final
 
-from ._exceptions import StreamTooLongError
 from ._hosting import Flight
 
-if TYPE_CHECKING:
-    from ._dedup import Deduplicator
-
-__all__ = ["SharedStream", "host_stream"]
+__all__ = ["AbandonStream", "JoinStream", "SharedStream"]
 
 logger = logging.getLogger(__name__)
 
 T_co = TypeVar("T_co", covariant=True)
+
+# The interface through which a consumer meets the Deduplicator hosting its upstream, so
+# that neither module reaches into the other: `JoinStream` counts the consumer in and
+# returns the flight it joined (None for a replay from the cache) with the shared buffer;
+# `AbandonStream` is told that a running flight's last consumer has left.
+JoinStream = Callable[[], "tuple[Flight | None, list[Any]]"]
+AbandonStream = Callable[[Flight], None]
 
 
 @final
@@ -52,31 +55,12 @@ class SharedStream(Generic[T_co]):
     per consumer task; iterating it from two tasks at once is not supported.
     """
 
-    __slots__ = (
-        "_args",
-        "_chunks",
-        "_closed",
-        "_cursor",
-        "_flight",
-        "_fn",
-        "_key",
-        "_kwargs",
-        "_owner",
-    )
+    __slots__ = ("_chunks", "_closed", "_cursor", "_flight", "_join", "_key", "_on_abandon")
 
-    def __init__(
-        self,
-        owner: Deduplicator,
-        key: Hashable,
-        fn: Callable[..., AsyncIterable[T_co]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
+    def __init__(self, key: Hashable, join: JoinStream, on_abandon: AbandonStream) -> None:
         self._key = key
-        self._fn = fn
-        self._args = args
-        self._kwargs = kwargs
-        self._owner = owner
+        self._join = join
+        self._on_abandon = on_abandon
         self._flight: Flight | None = None
         # The shared buffer (the flight's, or a cached replay's); None before joining
         # and after leaving.
@@ -101,9 +85,7 @@ class SharedStream(Generic[T_co]):
         if chunks is None:
             if self._closed:
                 raise StopAsyncIteration
-            self._flight, chunks = self._owner._join_stream(
-                self._key, self._fn, self._args, self._kwargs
-            )
+            self._flight, chunks = self._join()
             self._chunks = chunks
         cursor = self._cursor
         while cursor == len(chunks):  # read every buffered chunk: wait for the next one
@@ -155,62 +137,4 @@ class SharedStream(Generic[T_co]):
         if flight is not None:
             flight.waiters -= 1
             if not flight.waiters and not flight.done:
-                self._owner._abandon(flight, self._owner._streams)
-
-
-async def host_stream(
-    owner: Deduplicator,
-    flight: Flight,
-    fn: Callable[..., AsyncIterable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    """The body of a stream's hosted task: iterate the upstream into the shared buffer.
-
-    ``Deduplicator._execute`` hosts the iteration as it hosts a `Deduplicator.run`
-    execution, so like it this never raises, except to let a cancellation from outside
-    the Deduplicator propagate. Once the outcome is published (the consumers woken, the
-    key free for a new stream), it closes the upstream with ``aclose()``.
-    """
-    upstream: AsyncIterator[Any] | None = None
-    max_chunks = owner._max_chunks
-
-    async def fill() -> list[Any]:
-        nonlocal upstream
-        chunks: list[Any] = flight.result
-        upstream = aiter(fn(*args, **kwargs))
-        async for chunk in upstream:
-            if len(chunks) == max_chunks:
-                raise StreamTooLongError(flight.key, max_chunks)
-            chunks.append(chunk)
-            flight.notify()
-        return chunks
-
-    try:
-        await owner._execute(flight, fill, (), {}, stream=True)
-    finally:
-        if upstream is not None:
-            # Settled, the flight is in none of the owner's tables now: hold it again,
-            # so that its task stays referenced while it closes the upstream.
-            owner._detached.add(flight)
-            try:
-                await _close(flight, upstream)
-            finally:
-                owner._detached.discard(flight)
-
-
-async def _close(flight: Flight, upstream: AsyncIterator[Any]) -> None:
-    """``await upstream.aclose()`` if it has one (an ended async generator ignores it)."""
-    aclose = getattr(upstream, "aclose", None)
-    if aclose is None:
-        return
-    try:
-        await aclose()
-    except BaseException as exc:
-        if flight.is_cancellation(exc):
-            raise
-        logger.warning(
-            "closing the upstream of the shared stream for key %s raised",
-            reprlib.repr(flight.key),
-            exc_info=exc,
-        )
+                self._on_abandon(flight)
