@@ -63,8 +63,12 @@ def make_bot(core: ChatCore | None = None) -> ChatBot:
     return ChatBot(core or FakeCore([]), throttle=EditThrottle(clock=clock), sync_commands=False)
 
 
-def test_registers_ask_and_reset_slash_commands() -> None:
-    tree = make_bot().tree
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # discord.py runs on asyncio only
+async def test_registers_ask_and_reset_slash_commands() -> None:
+    bot = make_bot()
+    await bot.setup_hook()  # adds the ChatCommands cog; sync_commands=False syncs nothing
+    tree = bot.tree
     assert sorted(command.name for command in tree.get_commands()) == ["ask", "reset"]
     ask = tree.get_command("ask")
     assert isinstance(ask, discord.app_commands.Command)

@@ -2,3 +2,7 @@
 
 Run ``python -m examples.discord_bot --help``; see ``README.md`` beside this file.
 """
+
+from .app import create_bot
+
+__all__ = ["create_bot"]

@@ -10,16 +10,12 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import anyio
 
-from .core import BotCore
-from .llm import OllamaChat
-
-N = TypeVar("N", int, float)
+from .app import build_core, parse_args, read_guild_id
 
 MISSING_TOKEN = """\
 DISCORD_TOKEN is not set. Create a bot in the Discord Developer Portal and export its token:
@@ -28,69 +24,6 @@ DISCORD_TOKEN is not set. Create a bot in the Discord Developer Portal and expor
 
 (examples/discord_bot/README.md shows every step). Without a token, try
 `python -m examples.discord_bot --console` (needs Ollama) or `--demo` (needs nothing)."""
-
-
-def _positive(kind: Callable[[str], N], *, zero: bool = False) -> Callable[[str], N]:
-    """An argparse type: a number > 0 (>= 0 with ``zero``)."""
-
-    def parse(text: str) -> N:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not (value >= 0 if zero else value > 0):
-            raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
-        return value
-
-    return parse
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m examples.discord_bot",
-        description="A Discord bot answering through Ollama. Without options it runs the bot "
-        "(DISCORD_TOKEN, OLLAMA_HOST, OLLAMA_MODEL from the environment).",
-    )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--console", action="store_true", help="chat in this terminal instead")
-    mode.add_argument(
-        "--demo", action="store_true", help="simulate a burst of users against a fake Ollama"
-    )
-    parser.add_argument(
-        "--backend",
-        choices=("asyncio", "trio"),
-        default="asyncio",
-        help="event loop for --console and --demo (the Discord bot needs asyncio)",
-    )
-    parser.add_argument("--channels", type=_positive(int), default=120, help="demo: channels (120)")
-    parser.add_argument(
-        "--rounds", type=_positive(int), default=4, help="demo: messages per channel (4)"
-    )
-    parser.add_argument(
-        "--late-joiners",
-        type=_positive(int, zero=True),
-        default=40,
-        help="demo: users joining a reply mid-stream in the last round (40; 0 skips it)",
-    )
-    parser.add_argument(
-        "--max-channels",
-        type=_positive(int),
-        default=None,
-        help="channels whose history is kept (1000; the demo: 100, to show eviction)",
-    )
-    parser.add_argument(
-        "--metrics",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="file the metric events are appended to (botperf-metrics.jsonl; the demo: "
-        "metrics.jsonl in a new temporary directory)",
-    )
-    parser.add_argument(
-        "--timeout", type=_positive(float), default=120.0, help="seconds per LLM reply (120)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,18 +76,10 @@ def _this_python() -> str:
         return str(executable)
 
 
-def _core(args: argparse.Namespace) -> BotCore:
-    return BotCore(
-        OllamaChat(timeout=args.timeout),
-        metrics_path=args.metrics or "botperf-metrics.jsonl",
-        max_channels=args.max_channels or 1000,
-    )
-
-
 def _console(args: argparse.Namespace) -> int:
     from .console import run_console
 
-    core = _core(args)
+    core = build_core(args)
     print(f"Chatting with {core.llm.model} at {core.llm.host}.")
     anyio.run(functools.partial(run_console, core, author=getpass.getuser()), backend=args.backend)
     print(f"Metric events are in {args.metrics or 'botperf-metrics.jsonl'}.")
@@ -170,10 +95,14 @@ def _discord(args: argparse.Namespace) -> int:
 
     from .bot import ChatBot, run_bot
 
-    guild = os.environ.get("DISCORD_GUILD_ID")
-    core = _core(args)
+    try:
+        guild_id = read_guild_id()
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    core = build_core(args)
     logging.getLogger(__name__).info("answering with %s at %s", core.llm.model, core.llm.host)
-    bot = ChatBot(core, guild_id=int(guild) if guild else None)
+    bot = ChatBot(core, guild_id=guild_id)
     try:
         asyncio.run(run_bot(bot, token))
     except discord.LoginFailure:

@@ -1,13 +1,13 @@
-"""The Discord adapter: discord.py 2.x in front of a :class:`~.protocol.ChatCore`. Kept thin.
+"""The Discord adapter: discord.py 2.x in front of a `ChatCore`. Kept thin.
 
 The bot answers when it is mentioned or spoken to in a DM, and through the ``/ask`` and
 ``/reset`` slash commands. It shows the typing indicator until the first words arrive, then
-streams the reply by editing its message (paced per channel by :class:`~.edits.EditThrottle`,
+streams the reply by editing its message (paced per channel by `EditThrottle`,
 backing off on HTTP 429), continuing in new messages beyond 2,000 characters without breaking
 code blocks. It ignores other bots and never pings anyone (``AllowedMentions.none()``).
 
 discord.py runs on asyncio only, so this module does too; the core it drives uses anyio and
-does not care. :func:`run_bot` starts the core, stops cleanly on SIGINT and SIGTERM and
+does not care. `run_bot` starts the core, stops cleanly on SIGINT and SIGTERM and
 awaits ``core.aclose()`` (which flushes the metrics) before returning.
 """
 
@@ -28,7 +28,7 @@ from discord.ext import commands
 from .edits import EditThrottle, RateLimited, StreamRenderer
 from .protocol import ChatCore
 
-__all__ = ["ChatBot", "run_bot", "should_answer", "strip_mention"]
+__all__ = ["ChatBot", "ChatCommands", "run_bot", "should_answer", "strip_mention"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _retry_after(error: discord.HTTPException) -> float | None:
 
 
 async def _rate_limits_raised(call: Awaitable[T]) -> T:
-    """Await a Discord call, turning its HTTP 429 forms into :class:`~.edits.RateLimited`.
+    """Await a Discord call, turning its HTTP 429 forms into `RateLimited`.
 
     discord.py retries most 429s itself; what reaches us is a 429 it would not wait for
     (``discord.RateLimited``, beyond ``max_ratelimit_timeout``) or one it could not parse.
@@ -79,12 +79,16 @@ async def _rate_limits_raised(call: Awaitable[T]) -> T:
 class ChatBot(commands.Bot):
     """A discord.py bot that hands every question to ``core``.
 
+    Its slash commands live in the `ChatCommands` cog, added by `setup_hook`.
+
     Args:
-        core: the chat core; closed by :meth:`close`.
-        throttle: paces message edits per channel (default: one per second).
-        guild_id: sync the slash commands to this guild only (instant, for testing); by
+        core: The chat core; closed by `close`.
+        throttle: Paces message edits per channel (default: one per second).
+        guild_id: Sync the slash commands to this guild only (instant, for testing); by
             default they are synced globally.
-        sync_commands: sync the slash commands with Discord at start-up.
+        sync_commands: Sync the slash commands with Discord at start-up.
+        intents: The gateway intents; by default `discord.Intents.default()` with
+            `message_content`, which the bot needs to read the questions it is asked.
     """
 
     def __init__(
@@ -94,9 +98,11 @@ class ChatBot(commands.Bot):
         throttle: EditThrottle | None = None,
         guild_id: int | None = None,
         sync_commands: bool = True,
+        intents: discord.Intents | None = None,
     ) -> None:
-        intents = discord.Intents.default()
-        intents.message_content = True  # privileged: enable it in the Developer Portal too
+        if intents is None:
+            intents = discord.Intents.default()
+            intents.message_content = True  # privileged: enable it in the Developer Portal too
         super().__init__(
             # Only slash commands and mentions are used; prefix commands are never processed.
             command_prefix=commands.when_mentioned,
@@ -110,29 +116,9 @@ class ChatBot(commands.Bot):
         self.guild_id = guild_id
         self.sync_commands = sync_commands
         self._core_closed = False
-        self._add_slash_commands()
-
-    def _add_slash_commands(self) -> None:
-        @self.tree.command(name="ask", description="Ask the model a question")
-        @app_commands.describe(question="What to ask")
-        async def ask(interaction: discord.Interaction[ChatBot], question: str) -> None:
-            await interaction.response.defer(thinking=True)
-            channel_id = interaction.channel_id or interaction.user.id
-
-            async def send(content: str) -> discord.WebhookMessage:
-                return await interaction.followup.send(content, wait=True)
-
-            async def edit(message: discord.WebhookMessage, content: str) -> None:
-                await message.edit(content=content)
-
-            await self.answer(channel_id, str(interaction.user), question, send, edit, None)
-
-        @self.tree.command(name="reset", description="Forget this channel's conversation")
-        async def reset(interaction: discord.Interaction[ChatBot]) -> None:
-            await self.core.reset(interaction.channel_id or interaction.user.id)
-            await interaction.response.send_message("History cleared.", ephemeral=True)
 
     async def setup_hook(self) -> None:
+        await self.add_cog(ChatCommands(self))
         if not self.sync_commands:
             return
         if self.guild_id is None:
@@ -221,6 +207,33 @@ class ChatBot(commands.Bot):
             if not self._core_closed:
                 self._core_closed = True
                 await self.core.aclose()
+
+
+@final
+class ChatCommands(commands.Cog):
+    """The `/ask` and `/reset` slash commands of a `ChatBot`."""
+
+    def __init__(self, bot: ChatBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="ask", description="Ask the model a question")
+    @app_commands.describe(question="What to ask")
+    async def ask(self, interaction: discord.Interaction[ChatBot], question: str) -> None:
+        await interaction.response.defer(thinking=True)
+        channel_id = interaction.channel_id or interaction.user.id
+
+        async def send(content: str) -> discord.WebhookMessage:
+            return await interaction.followup.send(content, wait=True)
+
+        async def edit(message: discord.WebhookMessage, content: str) -> None:
+            await message.edit(content=content)
+
+        await self.bot.answer(channel_id, str(interaction.user), question, send, edit, None)
+
+    @app_commands.command(name="reset", description="Forget this channel's conversation")
+    async def reset(self, interaction: discord.Interaction[ChatBot]) -> None:
+        await self.bot.core.reset(interaction.channel_id or interaction.user.id)
+        await interaction.response.send_message("History cleared.", ephemeral=True)
 
 
 async def run_bot(bot: ChatBot, token: str) -> None:

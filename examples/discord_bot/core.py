@@ -10,7 +10,7 @@ Every botperf primitive has one job here:
   arriving mid-reply first getting the chunks already produced;
 - ``timed`` times each call to Ollama into a ``LatencyRecorder`` and the metrics file;
 - a ``BatchMetricsWriter`` records a ``message_in``, an ``llm_call`` and a ``reply_out``
-  event per message (see :class:`BotCore` for their fields) and writes them to a JSON-lines
+  event per message (see `BotCore` for their fields) and writes them to a JSON-lines
   file in batches, off the event loop; ``botperf report <file>`` reads it.
 """
 
@@ -78,7 +78,7 @@ class _Turn:
 
     Only the first consumer's arguments reach the upstream, which marks ``executed``: so
     each message knows, once the stream has ended, whether its answer cost an LLM call or
-    was shared. ``text`` and ``error`` are the :class:`~.protocol.Reply` once the turn is
+    was shared. ``text`` and ``error`` are the `Reply` once the turn is
     over.
     """
 
@@ -92,7 +92,7 @@ class _Turn:
 
 @final
 class BotCore:
-    """A chat bot's core on Ollama and botperf: the :class:`~.protocol.ChatCore` of every mode.
+    """A chat bot's core on Ollama and botperf: the `ChatCore` of every mode.
 
     Start it once (``await core.start()`` or ``async with core``) and close it once
     (``await core.aclose()``), both from the same task: starting enters the metrics writer,
@@ -106,7 +106,7 @@ class BotCore:
     prompt and as much of the channel's history as fits ``max_tokens``, then the new
     question, which comes on top of that budget.
 
-    **Deduplication.** The key is the model, the normalized question (:func:`normalize`)
+    **Deduplication.** The key is the model, the normalized question (`normalize`)
     and a digest of the whole prompt before it. The reply is streamed through
     ``Deduplicator.stream()``: messages with equal keys that arrive while it streams share
     the one Ollama request, each getting every chunk in order (one arriving mid-reply first
@@ -116,7 +116,7 @@ class BotCore:
     stream (no ``ttl``).
 
     **Events** (``error`` is a bool, so ``botperf report`` counts failures; ``error_kind``
-    an :class:`~.llm.LLMErrorKind` value, ``"cancelled"``, or ``None``):
+    an `LLMErrorKind` value, ``"cancelled"``, or ``None``):
 
     - ``message_in``: ``channel``, ``author`` (a keyed hash: it tells users apart within
       one run and cannot be turned back into a name), ``chars``.
@@ -141,7 +141,7 @@ class BotCore:
     ``ollama.chat`` is not slowed by it.
 
     Args:
-        llm: The Ollama client; the core owns it and closes it in :meth:`aclose`.
+        llm: The Ollama client; the core owns it and closes it in `aclose`.
         metrics_path: The JSON-lines file events are appended to.
         system_prompt: Sent first in every conversation.
         max_channels: Channels whose history is kept; the least recently used is dropped.
@@ -248,9 +248,9 @@ class BotCore:
     async def handle(self, channel_id: int, author: str, text: str) -> Reply:
         """Answer ``text`` said by ``author`` in ``channel_id``, remembering the exchange.
 
-        :meth:`stream`, read to its end. An LLM failure becomes a
-        :class:`~.protocol.Reply` with a short explanation; it is logged (once per call
-        made, however many messages shared it) and counted in :attr:`errors` (once per
+        `stream`, read to its end. An LLM failure becomes a
+        `Reply` with a short explanation; it is logged (once per call
+        made, however many messages shared it) and counted in `errors` (once per
         message), and the channel's history is left as it was.
         """
         turn = _Turn()
@@ -260,13 +260,13 @@ class BotCore:
         return Reply(turn.text, error=turn.error)
 
     def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
-        """Answer ``text`` as :meth:`handle` does, yielding the reply as the model streams it.
+        """Answer ``text`` as `handle` does, yielding the reply as the model streams it.
 
         Identical concurrent questions share one streamed Ollama request (see
         *Deduplication* above); a message arriving mid-reply gets the pieces already
         produced at once, then the live ones. An LLM failure ends the stream with one
         piece explaining it (after a blank line if part of the reply came first); it is
-        logged and counted as in :meth:`handle`. The exchange is stored once the whole
+        logged and counted as in `handle`. The exchange is stored once the whole
         reply has been read. Close the generator (``contextlib.aclosing``) to stop early:
         the other messages sharing the reply are not affected.
         """
@@ -279,7 +279,7 @@ class BotCore:
     async def _turn(
         self, channel_id: int, author: str, text: str, turn: _Turn
     ) -> AsyncGenerator[str, None]:
-        """One message's turn, the code path of both :meth:`handle` and :meth:`stream`."""
+        """One message's turn, the code path of both `handle` and `stream`."""
         self.record(
             "message_in", channel=channel_id, author=self._pseudonym(author), chars=len(text)
         )
@@ -387,7 +387,7 @@ class BotCore:
         )
 
     def record(self, event: str, /, **fields: Any) -> None:
-        """Record a metric event in :attr:`metrics`; O(1), no I/O.
+        """Record a metric event in `metrics`; O(1), no I/O.
 
         Once the core is closed, the event is dropped with a debug log line instead: a reply
         still on its way at shutdown must not fail for want of a metrics file.

@@ -1,8 +1,8 @@
 """Demo mode: a burst of simulated users against a fake Ollama, measured live.
 
-Needs neither Discord nor Ollama. :func:`run_demo` starts
-:class:`~.fake_ollama.FakeOllama` on 127.0.0.1, builds a :class:`~.core.BotCore` on an
-:class:`~.llm.OllamaChat` pointed at it, and plays :func:`plan`: in each round every channel
+Needs neither Discord nor Ollama. `run_demo` starts
+`FakeOllama` on 127.0.0.1, builds a `BotCore` on an
+`OllamaChat` pointed at it, and plays `plan`: in each round every channel
 gets one message at (almost) the same moment. Channels follow a few conversation *tracks*:
 all channels of a track ask the same questions in the same order, so their histories stay
 identical and many users ask the same thing at once, which the core's Deduplicator collapses
@@ -10,16 +10,16 @@ into one LLM call. There are more channels than the core's ``max_channels``, so 
 HistoryStore evicts some; an evicted channel starts its conversation afresh and no longer
 shares calls with its track (it shares them with the other evicted channels of its track).
 Rounds run one after another, because each round's history feeds the next. Every reply is
-streamed (:meth:`~.core.BotCore.stream`), as the Discord bot does.
+streamed (`stream`), as the Discord bot does.
 
-A last, *mid-stream* round (:func:`mid_stream_round`) shows what shared streams save: new
+A last, *mid-stream* round (`mid_stream_round`) shows what shared streams save: new
 channels ask one new question, a first wave at once, then a second wave of *late joiners*
 once the first words of the reply have arrived, while it is still streaming. They join the
 running stream, get the words already produced at once, then the rest, and cost no LLM call;
 the table counts the calls the fake server received while they joined.
 
 The table printed at the end is measured on that run, each *section* of it a function of the
-:class:`DemoOutcome` returning :class:`Row` objects (:data:`SECTIONS`).
+`DemoOutcome` returning `Row` objects (`SECTIONS`).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def plan(config: DemoConfig) -> list[list[Message]]:
 def mid_stream_round(config: DemoConfig) -> list[Message]:
     """The messages of the mid-stream round, deterministic for a given config.
 
-    New channels (no history, so one prompt for all) ask :data:`MID_STREAM_QUESTION`: the
+    New channels (no history, so one prompt for all) ask `MID_STREAM_QUESTION`: the
     ``first_wave`` ones at once, then the ``late_joiners`` (``late=True``). Empty when
     ``late_joiners`` is 0.
     """

@@ -1,13 +1,13 @@
 """Streaming a reply into Discord by editing messages, paced per channel: no Discord imports.
 
 Discord allows about five message edits per five seconds per channel and answers HTTP 429
-beyond that. A token stream arrives far faster, so :class:`StreamRenderer` shows the text as it
-grows but edits at most once per :class:`EditThrottle` interval per channel (about one a second),
+beyond that. A token stream arrives far faster, so `StreamRenderer` shows the text as it
+grows but edits at most once per `EditThrottle` interval per channel (about one a second),
 backs off when Discord still says 429, and always delivers the final text. Replies longer than
-one message continue in new messages, split by :func:`~examples.discord_bot.split.split_message`.
+one message continue in new messages, split by `split_message`.
 
 The renderer talks to Discord only through two callables (send a message, edit a message), so
-it is tested without a network, and :class:`EditThrottle` takes its clock as an argument.
+it is tested without a network, and `EditThrottle` takes its clock as an argument.
 """
 
 from __future__ import annotations
@@ -122,15 +122,15 @@ class StreamRenderer(Generic[M]):
         channel_id: the channel whose edit budget is used.
         send: posts a new message with this content and returns it.
         edit: replaces the content of a message posted by ``send``.
-        throttle: the shared :class:`EditThrottle`.
+        throttle: the shared `EditThrottle`.
         limit: characters per message (Discord: 2,000).
-        max_final_attempts: how many times :meth:`finish` retries after 429s.
-        max_wait: the longest :meth:`finish` waits for the throttle before giving up, seconds.
+        max_final_attempts: how many times `finish` retries after 429s.
+        max_wait: the longest `finish` waits for the throttle before giving up, seconds.
         sleep: waits that many seconds (``anyio.sleep``; tests pass one that moves a fake clock).
 
-    ``send`` and ``edit`` raise :class:`RateLimited` on HTTP 429. Intermediate updates that
+    ``send`` and ``edit`` raise `RateLimited` on HTTP 429. Intermediate updates that
     hit the throttle or a 429 are simply skipped (the next one carries the newer text);
-    :meth:`finish` waits for the throttle and retries, so the final text is always delivered.
+    `finish` waits for the throttle and retries, so the final text is always delivered.
     """
 
     def __init__(
@@ -192,7 +192,7 @@ class StreamRenderer(Generic[M]):
             logger.info("channel %s rate limited; retrying the final edit", self.channel_id)
 
     async def _attempt(self, *, wait: bool) -> RateLimited | None:
-        """:meth:`_sync`, returning the 429 instead of raising it."""
+        """`_sync`, returning the 429 instead of raising it."""
         try:
             await self._sync(wait=wait)
         except RateLimited as limited:

@@ -3,11 +3,11 @@
 It speaks enough of Ollama's REST API for a chat bot: ``POST /api/chat`` (one JSON object
 with ``"stream": false``, NDJSON chunks otherwise, streaming being Ollama's default),
 ``GET /api/tags`` and ``GET /api/version``. Replies are canned and deterministic (see
-:func:`canned_reply`), delivered with a configurable time to first token and per-token delay,
+`canned_reply`), delivered with a configurable time to first token and per-token delay,
 and carry the statistics Ollama reports (durations in nanoseconds). The server counts every
 request per path and model and keeps the conversation each chat request sent, so a test can
 check how many LLM calls really reached it and what they asked, and it can be told to
-misbehave (:class:`Fault`) the ways a real Ollama does.
+misbehave (`Fault`) the ways a real Ollama does.
 
 Only the standard library is used: a ``ThreadingHTTPServer`` runs in a background thread, one
 thread per connection, so it works the same whatever event loop the client runs on.
@@ -97,14 +97,14 @@ class FakeOllama:
     """An Ollama-compatible HTTP server on 127.0.0.1, started and stopped as a context manager.
 
     Args:
-        port: TCP port; 0 (the default) lets the OS choose, then read :attr:`port` or :attr:`url`.
+        port: TCP port; 0 (the default) lets the OS choose, then read `port` or `url`.
         models: model names the server knows; others get Ollama's 404 ``model ... not found``.
         time_to_first_token: seconds before the first chunk (or the whole non-streaming reply).
         token_delay: seconds between streamed tokens (also spent, in total, before a
             non-streaming reply).
         reply_tokens: approximate length of each canned reply, in tokens.
 
-    The timing options and :attr:`fault` may be changed while the server runs.
+    The timing options and `fault` may be changed while the server runs.
     """
 
     def __init__(
@@ -165,7 +165,7 @@ class FakeOllama:
             )
 
     def pause(self, *, after_tokens: int = 0) -> None:
-        """Hold every ``/api/chat`` request from now on, after counting it, until :meth:`resume`.
+        """Hold every ``/api/chat`` request from now on, after counting it, until `resume`.
 
         Lets a test make sure that concurrent callers have all arrived before any answer.
         With ``after_tokens``, streamed replies are held instead once they have sent that
@@ -187,7 +187,7 @@ class FakeOllama:
         """Return how many streamed replies the client closed before their end.
 
         The server notices when it next writes to the closed connection: a held reply
-        (:meth:`pause`) only once it is resumed.
+        (`pause`) only once it is resumed.
         """
         with self._lock:
             return self._hangups
@@ -257,7 +257,7 @@ class FakeOllama:
             self._counts[path, None if model is None else _normalize_model(model)] += 1
 
     def _hold(self, tokens_sent: int) -> None:
-        """Wait here while paused, if this is where :meth:`pause` holds replies."""
+        """Wait here while paused, if this is where `pause` holds replies."""
         if tokens_sent == self._pause_after:
             self._answering.wait()
 

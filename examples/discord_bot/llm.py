@@ -1,7 +1,7 @@
 """The bot's Ollama client: streaming chat, Ollama's own numbers, and one error type.
 
 Built on the official ``ollama`` package's ``AsyncClient`` (httpx underneath, so it runs on
-asyncio and trio). Every failure a chat can meet is turned into :class:`LLMError`, whose
+asyncio and trio). Every failure a chat can meet is turned into `LLMError`, whose
 ``kind`` says what happened and whose ``user_message`` is short enough to send to a Discord
 channel. How the ``ollama`` client surfaces each failure (checked against ollama 0.6.3):
 
@@ -134,7 +134,7 @@ class ChatResult:
 
 @final
 class OllamaChat:
-    """Chat with one Ollama model, streaming, with every failure mapped to :class:`LLMError`.
+    """Chat with one Ollama model, streaming, with every failure mapped to `LLMError`.
 
     Args:
         host: Ollama's URL; default ``OLLAMA_HOST`` from the environment, else
@@ -143,7 +143,7 @@ class OllamaChat:
         timeout: seconds allowed for a whole reply (connecting included); must be > 0.
         options: Ollama model options (``temperature``, ``num_ctx``...), sent with each chat.
 
-    The instance owns an HTTP connection pool: close it with :meth:`aclose` (or ``async with``).
+    The instance owns an HTTP connection pool: close it with `aclose` (or ``async with``).
     """
 
     def __init__(
@@ -169,8 +169,8 @@ class OllamaChat:
             messages: the conversation, ``[{"role": ..., "content": ...}, ...]``, oldest first.
 
         Returns:
-            A :class:`ChatStream` yielding pieces of text; its ``result`` holds the
-            :class:`ChatResult` once the stream is exhausted.
+            A `ChatStream` yielding pieces of text; its ``result`` holds the
+            `ChatResult` once the stream is exhausted.
         """
         return ChatStream(self, [dict(m) for m in messages])
 
@@ -178,7 +178,7 @@ class OllamaChat:
         """Send ``messages`` and return the complete reply (streamed underneath).
 
         Raises:
-            LLMError: on any failure (see :class:`LLMErrorKind`).
+            LLMError: on any failure (see `LLMErrorKind`).
         """
         async with self.stream(messages) as stream:
             async for _ in stream:
@@ -201,7 +201,7 @@ class OllamaChat:
         await self.aclose()
 
     def _error(self, error: BaseException) -> LLMError:
-        """Translate what the ``ollama`` client or httpx raised into an :class:`LLMError`."""
+        """Translate what the ``ollama`` client or httpx raised into an `LLMError`."""
         if isinstance(error, ollama.ResponseError):
             status = error.status_code
             if status == 404:

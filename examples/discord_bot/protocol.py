@@ -34,7 +34,7 @@ class Reply:
 class ChatCore(Protocol):
     """A chat bot's brain, free of Discord. Never raises for an LLM failure: it answers.
 
-    A front end awaits :meth:`start` once before the first message and :meth:`aclose` once
+    A front end awaits `start` once before the first message and `aclose` once
     at exit, both from the same task (the core may run background work in a task group).
     """
 
@@ -47,7 +47,7 @@ class ChatCore(Protocol):
         ...
 
     def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
-        """Like :meth:`handle`, yielding the reply in pieces as the model produces them.
+        """Like `handle`, yielding the reply in pieces as the model produces them.
 
         An async generator (an ``async def`` with ``yield``, or a function returning one).
         A failure ends the stream with a piece explaining it. Callers that may stop early

@@ -51,13 +51,13 @@ class Part:
 def split_message(text: str, *, limit: int = DISCORD_LIMIT) -> list[str]:
     """Split ``text`` into messages of at most ``limit`` characters; ``[]`` for an empty text.
 
-    See :func:`split_parts` for the rules. O(n) in the length of the text.
+    See `split_parts` for the rules. O(n) in the length of the text.
     """
     return [part.text for part in split_parts(text, limit=limit)]
 
 
 def split_parts(text: str, *, limit: int = DISCORD_LIMIT) -> list[Part]:
-    """Split ``text`` into :class:`Part` objects whose ``text`` is at most ``limit`` characters.
+    """Split ``text`` into `Part` objects whose ``text`` is at most ``limit`` characters.
 
     Args:
         text: the reply, any length.
