@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Only to detect trio: redis-py's asyncio client runs on asyncio alone (see require_asyncio).
 import asyncio
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import final
@@ -21,7 +22,54 @@ from .._exceptions import (
     RedisUnavailableError,
 )
 
-__all__ = ["Connection", "address_of", "require_asyncio", "translate_errors"]
+__all__ = [
+    "Connection",
+    "RedisAccessError",
+    "address_of",
+    "require_asyncio",
+    "translate_errors",
+]
+
+# redis-py's classes for a refused password or ACL user. AuthenticationError is a
+# ConnectionError to redis-py, but no retry or local fallback can fix a credential;
+# AuthorizationError is missing from older redis-py.
+_ACCESS_ERRORS: tuple[type[Exception], ...] = (
+    redis_errors.AuthenticationError,
+    redis_errors.AuthenticationWrongNumberOfArgsError,
+    redis_errors.NoPermissionError,
+    *((redis_errors.AuthorizationError,) if hasattr(redis_errors, "AuthorizationError") else ()),
+)
+
+# The same refusals where redis-py kept Redis's answer as a plain ResponseError (older
+# versions, a pipeline's annotated error) or a script's redis.call() met an ACL.
+_ACCESS_ANSWER = re.compile(
+    r"(?:^|: )(?:NOAUTH|WRONGPASS|NOPERM)\b|The user executing the script can't"
+)
+
+
+class RedisAccessError(RedisCommandError):
+    """Raised when Redis refuses the password or the ACL user: a configuration error.
+
+    A ``RedisCommandError``, never a ``RedisUnavailableError``: retrying, or running
+    without Redis, cannot help, so ``RedisDeduplicator`` never falls back on it.
+
+    Attributes:
+        address: The Redis server, as ``host:port/db`` or ``unix:<path>``.
+        operation: What botperf was doing, such as ``"RedisHistoryStore.append"``.
+        problem: Redis's answer.
+    """
+
+    def __init__(self, address: str, operation: str, problem: str) -> None:
+        # Not RedisCommandError's advice (key prefix, memory limit): the fix is in the credentials.
+        Exception.__init__(
+            self,
+            f"{operation} was refused by Redis at {address}: {problem}; this is a "
+            "configuration error: check the password or ACL user in the Redis URL or "
+            "client, and the user's ACL permissions",
+        )
+        self.address = address
+        self.operation = operation
+        self.problem = problem
 
 
 def require_asyncio(operation: str) -> None:
@@ -74,7 +122,8 @@ class Connection:
         Raises:
             RedisAsyncioRequiredError: Outside an asyncio event loop.
             RedisUnavailableError: On a connection error or no answer in time.
-            RedisCommandError: If Redis answered with an error.
+            RedisAccessError: If Redis refused the password or the ACL user.
+            RedisCommandError: If Redis answered with another error.
         """
         require_asyncio(operation)
         try:
@@ -98,14 +147,24 @@ def translate_errors(address: str, operation: str) -> Iterator[None]:
 
     Raises:
         RedisUnavailableError: On a connection error or a socket timeout.
-        RedisCommandError: If Redis answered with an error.
+        RedisAccessError: If Redis refused the password or the ACL user.
+        RedisCommandError: If Redis answered with another error.
     """
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise RedisUnavailableError(address, operation, str(exc) or repr(exc)) from exc
-    except redis_errors.ResponseError as exc:
-        raise RedisCommandError(operation, f"Redis answered {exc}") from exc
+    except (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        redis_errors.ResponseError,
+        OSError,
+    ) as exc:
+        problem = str(exc) or repr(exc)
+        # First: redis-py's AuthenticationError is also a ConnectionError.
+        if isinstance(exc, _ACCESS_ERRORS) or _ACCESS_ANSWER.search(problem):
+            raise RedisAccessError(address, operation, problem) from exc
+        if isinstance(exc, redis_errors.ResponseError):
+            raise RedisCommandError(operation, f"Redis answered {exc}") from exc
+        raise RedisUnavailableError(address, operation, problem) from exc
 
 
 def address_of(client: Redis | SyncRedis) -> str:

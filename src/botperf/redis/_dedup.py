@@ -183,6 +183,8 @@ class RedisDeduplicator:
     When Redis cannot be reached (or answers nothing within ``timeout``) before
     ``fn`` starts, the flight runs ``fn`` locally, logs a warning and counts a
     fallback: calls are still collapsed within the process, not across processes.
+    A refused password or ACL user is no outage but a configuration error: it raises
+    ``RedisCommandError`` saying so, and never falls back.
     A Redis failure after ``fn`` started does not fail the leader's callers; their
     followers elsewhere take over once the lock expires.
 
@@ -297,7 +299,8 @@ class RedisDeduplicator:
         Raises:
             RedisKeyError: If ``key`` cannot be written as JSON.
             RedisRemoteError: If the execution raised in another process.
-            RedisCommandError: If Redis refused a command (see the error).
+            RedisCommandError: If Redis refused a command, the password or the ACL user
+                (see the error).
             BaseException: Whatever ``fn`` raised, when it ran in this process.
         """
         return await self._run(key, _key_name(key), fn, args, kwargs)

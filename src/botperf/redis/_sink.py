@@ -117,7 +117,7 @@ class RedisStreamSink:
                 the timeout; nothing was added (unless the lost reply was the
                 ``EXEC``'s).
             RedisCommandError: If Redis refused the batch (the key holds another type,
-                out of memory); nothing was added.
+                out of memory) or the password or ACL user; nothing was added.
         """
         encoded = encode_batch(events, self._encoder)
         # Each event is one line: JSON escapes the newlines inside strings.
