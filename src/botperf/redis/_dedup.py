@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar, cast, final
 
 import anyio
 from redis.asyncio import Redis
-from typing_extensions import ParamSpec, Self
+from typing_extensions import ParamSpec
 
 from .._dedup import Deduplicator, call_key
 from .._exceptions import (
@@ -27,6 +27,7 @@ from .._exceptions import (
 )
 from ._codec import Codec, JsonCodec
 from ._connection import Connection, translate_errors
+from ._resource import RedisResource
 
 __all__ = ["RedisDedupStats", "RedisDeduplicator", "deduplicate"]
 
@@ -144,7 +145,7 @@ class _Remote:
 
 
 @final
-class RedisDeduplicator:
+class RedisDeduplicator(RedisResource):
     """``Deduplicator`` across processes: concurrent calls with an equal key run once in all.
 
     Every process (shard, replica) that builds a deduplicator on the same Redis with the
@@ -331,16 +332,6 @@ class RedisDeduplicator:
     ) -> T:
         """`run` with the key's JSON text ``name`` already made."""
         return cast(T, await self._local.run(name, self._flight, key, name, fn, args, kwargs))
-
-    async def aclose(self) -> None:
-        """Close the Redis client if the deduplicator built it from a URL."""
-        await self._connection.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (
