@@ -16,8 +16,8 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis_server import RedisServer
 
-from botperf import RedisCommandError
 from botperf.redis import RedisDeduplicator, RedisHistoryStore, RedisStreamSink, deduplicate
+from botperf.redis._errors import RedisCommandError
 
 PASSWORD = "correct horse"
 ADVICE = "check the password or ACL user"

@@ -16,19 +16,14 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from .._exceptions import (
+from ._errors import (
+    RedisAccessError,
     RedisAsyncioRequiredError,
     RedisCommandError,
     RedisUnavailableError,
 )
 
-__all__ = [
-    "Connection",
-    "RedisAccessError",
-    "address_of",
-    "require_asyncio",
-    "translate_errors",
-]
+__all__ = ["Connection", "address_of", "require_asyncio", "translate_errors"]
 
 # redis-py's classes for a refused password or ACL user. AuthenticationError is a
 # ConnectionError to redis-py, but no retry or local fallback can fix a credential;
@@ -45,31 +40,6 @@ _ACCESS_ERRORS: tuple[type[Exception], ...] = (
 _ACCESS_ANSWER = re.compile(
     r"(?:^|: )(?:NOAUTH|WRONGPASS|NOPERM)\b|The user executing the script can't"
 )
-
-
-class RedisAccessError(RedisCommandError):
-    """Raised when Redis refuses the password or the ACL user: a configuration error.
-
-    A ``RedisCommandError``, never a ``RedisUnavailableError``: retrying, or running
-    without Redis, cannot help, so ``RedisDeduplicator`` never falls back on it.
-
-    Attributes:
-        address: The Redis server, as ``host:port/db`` or ``unix:<path>``.
-        operation: What botperf was doing, such as ``"RedisHistoryStore.append"``.
-        problem: Redis's answer.
-    """
-
-    def __init__(self, address: str, operation: str, problem: str) -> None:
-        # Not RedisCommandError's advice (key prefix, memory limit): the fix is in the credentials.
-        Exception.__init__(
-            self,
-            f"{operation} was refused by Redis at {address}: {problem}; this is a "
-            "configuration error: check the password or ACL user in the Redis URL or "
-            "client, and the user's ACL permissions",
-        )
-        self.address = address
-        self.operation = operation
-        self.problem = problem
 
 
 def require_asyncio(operation: str) -> None:

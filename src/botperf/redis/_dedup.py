@@ -17,16 +17,10 @@ from redis.asyncio import Redis
 from typing_extensions import ParamSpec
 
 from .._dedup import Deduplicator, call_key
-from .._exceptions import (
-    InvalidOptionError,
-    RedisCommandError,
-    RedisKeyError,
-    RedisRemoteError,
-    RedisUnavailableError,
-    check_seconds_option,
-)
+from .._exceptions import InvalidOptionError, check_seconds_option
 from ._codec import Codec, JsonCodec
 from ._connection import Connection, translate_errors
+from ._errors import RedisCommandError, RedisKeyError, RedisRemoteError, RedisUnavailableError
 from ._resource import RedisResource
 
 __all__ = ["RedisDedupStats", "RedisDeduplicator", "deduplicate"]
@@ -185,12 +179,12 @@ class RedisDeduplicator(RedisResource):
     ``fn`` starts, the flight runs ``fn`` locally, logs a warning and counts a
     fallback: calls are still collapsed within the process, not across processes.
     A refused password or ACL user is no outage but a configuration error: it raises
-    ``RedisCommandError`` saying so, and never falls back.
+    a ``RuntimeError`` saying so, and never falls back.
     A Redis failure after ``fn`` started does not fail the leader's callers; their
     followers elsewhere take over once the lock expires.
 
-    Runs on asyncio only (redis-py's asyncio client); awaiting it on trio raises
-    ``RedisAsyncioRequiredError``. `deduplicate` is its decorator form.
+    Runs on asyncio only (redis-py's asyncio client); awaiting it on trio raises a
+    ``RuntimeError``. `deduplicate` is its decorator form.
 
     Args:
         redis: A ``redis.asyncio.Redis`` client (used as it is, never closed by the
@@ -298,10 +292,10 @@ class RedisDeduplicator(RedisResource):
             itself; elsewhere, its value decoded by ``codec``.
 
         Raises:
-            RedisKeyError: If ``key`` cannot be written as JSON.
+            TypeError: If ``key`` cannot be written as JSON.
             RedisRemoteError: If the execution raised in another process.
-            RedisCommandError: If Redis refused a command, the password or the ACL user
-                (see the error).
+            RuntimeError: If Redis refused a command, the password or the ACL user (see
+                the error), or outside an asyncio event loop.
             BaseException: Whatever ``fn`` raised, when it ran in this process.
         """
         return await self._run(key, _key_name(key), fn, args, kwargs)
@@ -314,8 +308,9 @@ class RedisDeduplicator(RedisResource):
         one holds the lock: that one's result is still cached with ``ttl``.
 
         Raises:
-            RedisKeyError: If ``key`` cannot be written as JSON.
+            TypeError: If ``key`` cannot be written as JSON.
             RedisUnavailableError: If Redis cannot be reached or does not answer in time.
+            RuntimeError: If Redis refused the command, the password or the ACL user.
         """
         name = _key_name(key)
         self._local.forget(name)
@@ -643,8 +638,8 @@ def deduplicate(
             within a process only: use `botperf.deduplicate`).
         DedupKeyError: When the decorated function is called, if the key (by default
             its arguments) is not hashable.
-        RedisKeyError: When the decorated function is called, if JSON cannot hold the
-            key (by default its arguments).
+        TypeError: When the decorated function is called, if JSON cannot hold the key
+            (by default its arguments).
     """
     _check_options(
         "botperf.redis.deduplicate", redis, prefix, ttl, codec, lock_ttl, timeout, cancel_abandoned
@@ -691,7 +686,7 @@ def _key_name(key: object, where: str = "RedisDeduplicator.run()") -> str:
     """The key's JSON text, on which every process agrees.
 
     Raises:
-        RedisKeyError: If JSON cannot hold ``key``.
+        RedisKeyError: If JSON cannot hold ``key`` (a ``TypeError``).
     """
     try:
         return json.dumps(_canonical(key), separators=(",", ":"), sort_keys=True, allow_nan=False)

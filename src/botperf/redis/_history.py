@@ -16,11 +16,11 @@ from .._exceptions import (
     HistoryTypeError,
     HistoryValueError,
     InvalidOptionError,
-    RedisCommandError,
     check_seconds_option,
 )
 from .._history import HistoryStats, Message, StoreOptions, _new_tuple
 from ._connection import Connection
+from ._errors import RedisCommandError
 from ._resource import RedisResource
 
 __all__ = ["RedisHistoryStore"]
