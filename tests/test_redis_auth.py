@@ -139,6 +139,21 @@ async def test_follower_refused_its_channel_raises_and_never_runs_locally(
 
 
 @pytest.mark.anyio
+async def test_leader_refused_its_channel_keeps_its_result_and_says_why(
+    locked: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "quiet" takes the lock and runs fn; its script may not PUBLISH the outcome (Redis
+    # answers "The user executing the script can't publish ..."): logged, not raised.
+    ask = Counter()
+    with caplog.at_level(logging.WARNING, logger="botperf.redis._dedup"):
+        async with RedisDeduplicator(locked.url_for("pw", user="quiet")) as dedup:
+            assert await dedup.run("capital of France", ask) == "Paris"
+    assert (ask.executions, dedup.stats.fallbacks) == (1, 0)
+    assert "could not hand the outcome" in caplog.text
+    assert ADVICE in caplog.text
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("refusal", REFUSALS)
 async def test_decorated_function_refused_raises_and_never_runs_locally(
     locked: RedisServer, refusal: str
