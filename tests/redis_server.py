@@ -35,14 +35,18 @@ def free_port() -> int:
 class RedisServer:
     """``redis-server`` in a temporary directory, without persistence, until ``stop()``.
 
-    Use as a context manager: ``with RedisServer() as server: server.url``.
+    Use as a context manager: ``with RedisServer() as server: server.url``. With
+    ``password``, the server requires it (``requirepass``): ``url`` then carries no
+    password (a client of it is refused), ``url_for()`` builds one that does, and
+    ``command()`` authenticates first.
     """
 
-    def __init__(self, executable: str = "redis-server") -> None:
+    def __init__(self, executable: str = "redis-server", *, password: str | None = None) -> None:
         found = shutil.which(executable)
         if found is None:
             raise RedisServerError(f"{executable} is not installed (apt-get install redis-server)")
         self.executable = found
+        self.password = password
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.directory: tempfile.TemporaryDirectory[str] | None = None
@@ -50,6 +54,10 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def url_for(self, password: str, user: str = "") -> str:
+        """The URL of the server with credentials: an ACL ``user``, or the default user."""
+        return f"redis://{user}:{password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.directory = tempfile.TemporaryDirectory(prefix="botperf-redis-")
@@ -65,6 +73,7 @@ class RedisServer:
                     "--appendonly", "no",
                     "--daemonize", "no",
                     "--dir", self.directory.name,
+                    *(["--requirepass", self.password] if self.password else []),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -77,16 +86,12 @@ class RedisServer:
 
     def command(self, *args: str) -> bytes:
         """Send one command; return the server's first reply line (e.g. ``b"+OK"``)."""
-        request = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
         with socket.create_connection(("127.0.0.1", self.port), timeout=STOP_TIMEOUT) as sock:
-            sock.sendall(request.encode())
-            reply = b""
-            while not reply.endswith(b"\r\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-        return reply.strip()
+            if self.password:
+                authenticated = _request(sock, ("AUTH", self.password))
+                if authenticated != b"+OK":
+                    return authenticated
+            return _request(sock, args)
 
     def flush(self) -> None:
         """Delete every key of every database."""
@@ -138,3 +143,16 @@ class RedisServer:
         output = process.stdout.read().decode(errors="replace")
         process.stdout.close()
         return output
+
+
+def _request(sock: socket.socket, args: tuple[str, ...]) -> bytes:
+    """Send one command on ``sock``; return its reply, read up to a line end."""
+    request = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    sock.sendall(request.encode())
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply.strip()

@@ -5,7 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import botperf.redis
+from botperf import BotperfError
+from botperf.redis._errors import (
+    RedisAccessError,
+    RedisAsyncioRequiredError,
+    RedisCommandError,
+    RedisKeyError,
+)
 
 DOCUMENTED_REDIS_API = {
     "Codec",
@@ -13,7 +22,9 @@ DOCUMENTED_REDIS_API = {
     "RedisDedupStats",
     "RedisDeduplicator",
     "RedisHistoryStore",
+    "RedisRemoteError",
     "RedisStreamSink",
+    "RedisUnavailableError",
     "deduplicate",
 }
 
@@ -35,12 +46,42 @@ def test_every_name_in_all_is_importable_and_claims_the_public_package() -> None
         assert obj.__module__.startswith("botperf.redis."), name
 
 
-def test_botperf_imports_without_redis() -> None:
-    code = WITHOUT_REDIS + "import botperf; print(botperf.RedisUnavailableError.__name__)"
+def test_botperf_imports_without_redis_and_without_botperf_redis() -> None:
+    code = WITHOUT_REDIS + (
+        "import botperf; "
+        "print(botperf.BotperfError.__name__, [m for m in sys.modules if 'botperf.redis' in m])"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "RedisUnavailableError"
+    assert result.stdout.strip() == "BotperfError []"
+
+
+def test_the_exported_errors_are_what_callers_catch() -> None:
+    for error, builtin in (
+        (botperf.redis.RedisUnavailableError, ConnectionError),
+        (botperf.redis.RedisRemoteError, RuntimeError),
+    ):
+        assert issubclass(error, BotperfError)
+        assert issubclass(error, builtin)
+
+
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (RedisCommandError, RuntimeError),
+        (RedisAccessError, RuntimeError),
+        (RedisAsyncioRequiredError, RuntimeError),
+        (RedisKeyError, TypeError),
+    ],
+)
+def test_the_other_errors_are_builtins_and_not_exported(
+    error: type[BotperfError], builtin: type[Exception]
+) -> None:
+    assert issubclass(error, BotperfError)
+    assert issubclass(error, builtin)
+    assert not issubclass(error, ConnectionError)
+    assert not hasattr(botperf.redis, error.__name__)
 
 
 def test_botperf_redis_without_redis_names_the_extra_to_install() -> None:

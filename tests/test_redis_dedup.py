@@ -19,14 +19,9 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis_server import free_port
 
-from botperf import (
-    InvalidOptionError,
-    RedisAsyncioRequiredError,
-    RedisCommandError,
-    RedisKeyError,
-    RedisRemoteError,
-)
-from botperf.redis import Codec, JsonCodec, RedisDeduplicator, RedisDedupStats
+from botperf import InvalidOptionError
+from botperf.redis import Codec, JsonCodec, RedisDeduplicator, RedisDedupStats, RedisRemoteError
+from botperf.redis._errors import RedisAsyncioRequiredError, RedisCommandError, RedisKeyError
 
 WORKER = Path(__file__).with_name("redis_dedup_worker.py")
 KEY = "what is the capital of France?"

@@ -10,13 +10,9 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from botperf import (
-    DedupKeyError,
-    InvalidOptionError,
-    RedisAsyncioRequiredError,
-    RedisKeyError,
-)
+from botperf import DedupKeyError, InvalidOptionError
 from botperf.redis import RedisDeduplicator, RedisDedupStats, deduplicate
+from botperf.redis._errors import RedisAsyncioRequiredError, RedisKeyError
 
 # Building a client does not connect: nothing listens on port 1, and nothing needs to.
 UNREACHABLE = "redis://127.0.0.1:1/0"

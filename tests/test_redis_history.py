@@ -20,11 +20,9 @@ from botperf import (
     HistoryTypeError,
     InvalidOptionError,
     Message,
-    RedisAsyncioRequiredError,
-    RedisCommandError,
-    RedisUnavailableError,
 )
-from botperf.redis import RedisHistoryStore
+from botperf.redis import RedisHistoryStore, RedisUnavailableError
+from botperf.redis._errors import RedisAsyncioRequiredError, RedisCommandError
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ from botperf import (
     InvalidOptionError,
     MetricsNotWrittenError,
     MetricsSink,
-    RedisCommandError,
-    RedisUnavailableError,
 )
-from botperf.redis import RedisStreamSink
+from botperf.redis import RedisStreamSink, RedisUnavailableError
+from botperf.redis._errors import RedisCommandError
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ from ._codec import JsonCodec as JsonCodec
 from ._dedup import RedisDeduplicator as RedisDeduplicator
 from ._dedup import RedisDedupStats as RedisDedupStats
 from ._dedup import deduplicate as deduplicate
+from ._errors import RedisRemoteError as RedisRemoteError
+from ._errors import RedisUnavailableError as RedisUnavailableError
 from ._history import RedisHistoryStore as RedisHistoryStore
 from ._sink import RedisStreamSink as RedisStreamSink
 
@@ -28,6 +30,8 @@ __all__ = [
     "RedisDedupStats",
     "RedisDeduplicator",
     "RedisHistoryStore",
+    "RedisRemoteError",
     "RedisStreamSink",
+    "RedisUnavailableError",
     "deduplicate",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Only to detect trio: redis-py's asyncio client runs on asyncio alone (see require_asyncio).
 import asyncio
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import final
@@ -15,13 +16,30 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from .._exceptions import (
+from ._errors import (
+    RedisAccessError,
     RedisAsyncioRequiredError,
     RedisCommandError,
     RedisUnavailableError,
 )
 
 __all__ = ["Connection", "address_of", "require_asyncio", "translate_errors"]
+
+# redis-py's classes for a refused password or ACL user. AuthenticationError is a
+# ConnectionError to redis-py, but no retry or local fallback can fix a credential;
+# AuthorizationError is missing from older redis-py.
+_ACCESS_ERRORS: tuple[type[Exception], ...] = (
+    redis_errors.AuthenticationError,
+    redis_errors.AuthenticationWrongNumberOfArgsError,
+    redis_errors.NoPermissionError,
+    *((redis_errors.AuthorizationError,) if hasattr(redis_errors, "AuthorizationError") else ()),
+)
+
+# The same refusals where redis-py kept Redis's answer as a plain ResponseError (older
+# versions, a pipeline's annotated error) or a script's redis.call() met an ACL.
+_ACCESS_ANSWER = re.compile(
+    r"(?:^|: )(?:NOAUTH|WRONGPASS|NOPERM)\b|The user executing the script can't"
+)
 
 
 def require_asyncio(operation: str) -> None:
@@ -74,7 +92,8 @@ class Connection:
         Raises:
             RedisAsyncioRequiredError: Outside an asyncio event loop.
             RedisUnavailableError: On a connection error or no answer in time.
-            RedisCommandError: If Redis answered with an error.
+            RedisAccessError: If Redis refused the password or the ACL user.
+            RedisCommandError: If Redis answered with another error.
         """
         require_asyncio(operation)
         try:
@@ -98,14 +117,24 @@ def translate_errors(address: str, operation: str) -> Iterator[None]:
 
     Raises:
         RedisUnavailableError: On a connection error or a socket timeout.
-        RedisCommandError: If Redis answered with an error.
+        RedisAccessError: If Redis refused the password or the ACL user.
+        RedisCommandError: If Redis answered with another error.
     """
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise RedisUnavailableError(address, operation, str(exc) or repr(exc)) from exc
-    except redis_errors.ResponseError as exc:
-        raise RedisCommandError(operation, f"Redis answered {exc}") from exc
+    except (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        redis_errors.ResponseError,
+        OSError,
+    ) as exc:
+        problem = str(exc) or repr(exc)
+        # First: redis-py's AuthenticationError is also a ConnectionError.
+        if isinstance(exc, _ACCESS_ERRORS) or _ACCESS_ANSWER.search(problem):
+            raise RedisAccessError(address, operation, problem) from exc
+        if isinstance(exc, redis_errors.ResponseError):
+            raise RedisCommandError(operation, f"Redis answered {exc}") from exc
+        raise RedisUnavailableError(address, operation, problem) from exc
 
 
 def address_of(client: Redis | SyncRedis) -> str:

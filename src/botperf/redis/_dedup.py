@@ -14,19 +14,14 @@ from typing import Any, Protocol, TypeVar, cast, final
 
 import anyio
 from redis.asyncio import Redis
-from typing_extensions import ParamSpec, Self
+from typing_extensions import ParamSpec
 
 from .._dedup import Deduplicator, call_key
-from .._exceptions import (
-    InvalidOptionError,
-    RedisCommandError,
-    RedisKeyError,
-    RedisRemoteError,
-    RedisUnavailableError,
-    check_seconds_option,
-)
+from .._exceptions import InvalidOptionError, check_seconds_option
 from ._codec import Codec, JsonCodec
 from ._connection import Connection, translate_errors
+from ._errors import RedisCommandError, RedisKeyError, RedisRemoteError, RedisUnavailableError
+from ._resource import RedisResource
 
 __all__ = ["RedisDedupStats", "RedisDeduplicator", "deduplicate"]
 
@@ -144,7 +139,7 @@ class _Remote:
 
 
 @final
-class RedisDeduplicator:
+class RedisDeduplicator(RedisResource):
     """``Deduplicator`` across processes: concurrent calls with an equal key run once in all.
 
     Every process (shard, replica) that builds a deduplicator on the same Redis with the
@@ -183,11 +178,13 @@ class RedisDeduplicator:
     When Redis cannot be reached (or answers nothing within ``timeout``) before
     ``fn`` starts, the flight runs ``fn`` locally, logs a warning and counts a
     fallback: calls are still collapsed within the process, not across processes.
+    A refused password or ACL user is no outage but a configuration error: it raises
+    a ``RuntimeError`` saying so, and never falls back.
     A Redis failure after ``fn`` started does not fail the leader's callers; their
     followers elsewhere take over once the lock expires.
 
-    Runs on asyncio only (redis-py's asyncio client); awaiting it on trio raises
-    ``RedisAsyncioRequiredError``. `deduplicate` is its decorator form.
+    Runs on asyncio only (redis-py's asyncio client); awaiting it on trio raises a
+    ``RuntimeError``. `deduplicate` is its decorator form.
 
     Args:
         redis: A ``redis.asyncio.Redis`` client (used as it is, never closed by the
@@ -295,9 +292,10 @@ class RedisDeduplicator:
             itself; elsewhere, its value decoded by ``codec``.
 
         Raises:
-            RedisKeyError: If ``key`` cannot be written as JSON.
+            TypeError: If ``key`` cannot be written as JSON.
             RedisRemoteError: If the execution raised in another process.
-            RedisCommandError: If Redis refused a command (see the error).
+            RuntimeError: If Redis refused a command, the password or the ACL user (see
+                the error), or outside an asyncio event loop.
             BaseException: Whatever ``fn`` raised, when it ran in this process.
         """
         return await self._run(key, _key_name(key), fn, args, kwargs)
@@ -310,8 +308,9 @@ class RedisDeduplicator:
         one holds the lock: that one's result is still cached with ``ttl``.
 
         Raises:
-            RedisKeyError: If ``key`` cannot be written as JSON.
+            TypeError: If ``key`` cannot be written as JSON.
             RedisUnavailableError: If Redis cannot be reached or does not answer in time.
+            RuntimeError: If Redis refused the command, the password or the ACL user.
         """
         name = _key_name(key)
         self._local.forget(name)
@@ -328,16 +327,6 @@ class RedisDeduplicator:
     ) -> T:
         """`run` with the key's JSON text ``name`` already made."""
         return cast(T, await self._local.run(name, self._flight, key, name, fn, args, kwargs))
-
-    async def aclose(self) -> None:
-        """Close the Redis client if the deduplicator built it from a URL."""
-        await self._connection.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -649,8 +638,8 @@ def deduplicate(
             within a process only: use `botperf.deduplicate`).
         DedupKeyError: When the decorated function is called, if the key (by default
             its arguments) is not hashable.
-        RedisKeyError: When the decorated function is called, if JSON cannot hold the
-            key (by default its arguments).
+        TypeError: When the decorated function is called, if JSON cannot hold the key
+            (by default its arguments).
     """
     _check_options(
         "botperf.redis.deduplicate", redis, prefix, ttl, codec, lock_ttl, timeout, cancel_abandoned
@@ -697,7 +686,7 @@ def _key_name(key: object, where: str = "RedisDeduplicator.run()") -> str:
     """The key's JSON text, on which every process agrees.
 
     Raises:
-        RedisKeyError: If JSON cannot hold ``key``.
+        RedisKeyError: If JSON cannot hold ``key`` (a ``TypeError``).
     """
     try:
         return json.dumps(_canonical(key), separators=(",", ":"), sort_keys=True, allow_nan=False)

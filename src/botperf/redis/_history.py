@@ -10,17 +10,18 @@ from itertools import islice
 from typing import Any, Generic, cast, final
 
 from redis.asyncio import Redis
-from typing_extensions import Self, TypeVar
+from typing_extensions import TypeVar
 
 from .._exceptions import (
     HistoryTypeError,
     HistoryValueError,
     InvalidOptionError,
-    RedisCommandError,
     check_seconds_option,
 )
 from .._history import HistoryStats, Message, StoreOptions, _new_tuple
 from ._connection import Connection
+from ._errors import RedisCommandError
+from ._resource import RedisResource
 
 __all__ = ["RedisHistoryStore"]
 
@@ -88,7 +89,7 @@ _COUNTERS = ("hits", "misses", "evictions", "evict_errors", "over_budget", "mess
 
 
 @final
-class RedisHistoryStore(StoreOptions, Generic[ChannelT]):
+class RedisHistoryStore(RedisResource, StoreOptions, Generic[ChannelT]):
     """``HistoryStore``'s per-channel chat history, held in Redis and shared by processes.
 
     Every process (or shard, or replica) that builds a store on the same Redis with the
@@ -395,16 +396,6 @@ class RedisHistoryStore(StoreOptions, Generic[ChannelT]):
             for name, value in zip(_COUNTERS, counters, strict=True)
         }
         return HistoryStats(channels=channels, **values)
-
-    async def aclose(self) -> None:
-        """Close the Redis client if the store built it from a URL; a given one stays open."""
-        await self._connection.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (

@@ -116,8 +116,8 @@ class RedisStreamSink:
             RedisUnavailableError: If Redis cannot be reached or does not answer within
                 the timeout; nothing was added (unless the lost reply was the
                 ``EXEC``'s).
-            RedisCommandError: If Redis refused the batch (the key holds another type,
-                out of memory); nothing was added.
+            RuntimeError: If Redis refused the batch (the key holds another type, out
+                of memory) or the password or ACL user; nothing was added.
         """
         encoded = encode_batch(events, self._encoder)
         # Each event is one line: JSON escapes the newlines inside strings.
