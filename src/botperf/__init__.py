@@ -29,11 +29,6 @@ from ._exceptions import MetricsFileNotFoundError as MetricsFileNotFoundError
 from ._exceptions import MetricsNotWrittenError as MetricsNotWrittenError
 from ._exceptions import MetricsWriteError as MetricsWriteError
 from ._exceptions import MetricsWriterStateError as MetricsWriterStateError
-from ._exceptions import RedisAsyncioRequiredError as RedisAsyncioRequiredError
-from ._exceptions import RedisCommandError as RedisCommandError
-from ._exceptions import RedisKeyError as RedisKeyError
-from ._exceptions import RedisRemoteError as RedisRemoteError
-from ._exceptions import RedisUnavailableError as RedisUnavailableError
 from ._exceptions import StreamTooLongError as StreamTooLongError
 from ._exceptions import TimerInUseError as TimerInUseError
 from ._history import HistoryStats as HistoryStats
@@ -88,11 +83,6 @@ __all__ = [
     "MetricsWriteError",
     "MetricsWriterStateError",
     "OnFull",
-    "RedisAsyncioRequiredError",
-    "RedisCommandError",
-    "RedisKeyError",
-    "RedisRemoteError",
-    "RedisUnavailableError",
     "SharedStream",
     "StreamTooLongError",
     "TimerInUseError",
