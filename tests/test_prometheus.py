@@ -433,3 +433,9 @@ def test_botperf_prometheus_without_prometheus_client_names_the_extra() -> None:
     assert result.returncode == 1
     assert "ImportError: botperf.prometheus needs prometheus_client" in result.stderr
     assert "pip install 'botperf[prometheus]'" in result.stderr
+
+
+def test_an_object_without_the_figures_read_from_it_is_refused() -> None:
+    lookalike = Limiter(DedupStats(calls=0, executions=0, shared=0, cache_hits=0, errors=0))
+    with pytest.raises(TypeError, match="lacks in_flight"):
+        BotperfCollector().add("llm", lookalike)
