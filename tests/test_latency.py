@@ -75,6 +75,17 @@ def test_count_mean_and_max_are_exact(samples: list[float]) -> None:
     assert stats.mean == pytest.approx(math.fsum(samples) / len(samples), rel=1e-9)
 
 
+@settings(max_examples=100, deadline=None)
+@given(samples=sample_lists)
+def test_total_is_the_sum_of_the_durations_in_recording_order(samples: list[float]) -> None:
+    stats = recorded(samples).summary()["op"]
+    running = 0.0
+    for seconds in samples:
+        running += seconds
+    assert stats.total == running
+    assert stats.mean == stats.total / stats.count
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     low_exponent=st.integers(min_value=-9, max_value=3),
@@ -126,6 +137,7 @@ def test_merging_equals_observing_every_sample_in_one_recorder(
             stats.max,
         )
         assert other.mean == pytest.approx(stats.mean, rel=1e-9)
+        assert other.total == pytest.approx(stats.total, rel=1e-9)
     assert merged.bucket_count == alone.bucket_count
 
 
@@ -203,7 +215,7 @@ def test_summary_is_sorted_by_name_and_holds_stats_snapshots() -> None:
     summary = recorder.summary()
     assert list(summary) == ["alpha", "mid", "zeta"]
     assert summary["mid"] == LatencyStats(
-        count=1, errors=0, mean=0.5, p50=0.5, p90=0.5, p99=0.5, max=0.5
+        count=1, errors=0, mean=0.5, p50=0.5, p90=0.5, p99=0.5, max=0.5, total=0.5
     )
     recorder.observe("mid", 1.0)
     assert summary["mid"].count == 1

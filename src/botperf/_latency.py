@@ -31,7 +31,7 @@ _ROUNDING_MARGIN = 1e-6
 class LatencyStats:
     """A snapshot of the durations recorded under one name, all in seconds.
 
-    ``count``, ``errors``, ``mean`` and ``max`` are exact. The percentiles use the
+    ``count``, ``errors``, ``total``, ``mean`` and ``max`` are exact. The percentiles use the
     nearest-rank convention (``p90`` is the sample of rank ``ceil(0.9 * count)`` in
     sorted order), and each is within the recorder's relative accuracy (1 % by default)
     of that exact sample.
@@ -44,6 +44,8 @@ class LatencyStats:
         p90: The 90th percentile, in seconds.
         p99: The 99th percentile, in seconds.
         max: The longest, in seconds.
+        total: Their sum, in seconds, read in the same snapshot as ``count`` (what a
+            Prometheus summary's ``_sum`` needs: ``mean * count`` can be off by a rounding).
     """
 
     count: int
@@ -53,6 +55,7 @@ class LatencyStats:
     p90: float
     p99: float
     max: float
+    total: float
 
 
 class _Sketch:
@@ -212,6 +215,7 @@ class LatencyRecorder:
             p90=p90,
             p99=p99,
             max=sketch.maximum,
+            total=sketch.total,
         )
 
     def _percentiles(
