@@ -51,9 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments, without the program name; ``sys.argv[1:]`` when ``None``.
 
     Returns:
-        0 on success, 1 when a command failed with a `BotperfError` (its message
-        is printed to stderr), 2 for a usage error, `EXIT_BROKEN_PIPE` (141) when
-        stdout's reader closed early, as ``head`` does: the command stops quietly.
+        0 on success, 1 when a command failed with a `BotperfError` or an `OSError`
+        (one line on stderr says why), 2 for a usage error, `EXIT_BROKEN_PIPE` (141)
+        when stdout's reader closed early, as ``head`` does: the command stops quietly.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -72,7 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _discard_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        # A file the command may not read or write: the file and the reason, not a traceback.
+        print(f"botperf: error: {_describe_os_error(exc)}", file=sys.stderr)
+        return 1
     return status
+
+
+def _describe_os_error(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def _discard_stdout() -> None:

@@ -6,8 +6,10 @@ The HTML page needs no network and no JavaScript: its charts are SVG drawn here.
 from __future__ import annotations
 
 import argparse
+import errno
 import html
 import math
+import os
 import re
 import sys
 from array import array
@@ -28,6 +30,14 @@ _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
 _TIME_STEPS_LONG = (43200, 86400, 172800, 604800)
+
+#: The Unix times (seconds) the report takes as plausible: from 1970 to the last day
+#: `datetime` can show. Milliseconds since 1970 and garbage fall outside.
+PLAUSIBLE_TS = (0.0, 253402214400.0)
+
+#: The largest magnitude of a value the charts draw: beyond it, their arithmetic
+#: (spans, round ticks) would overflow floats.
+CHART_LIMIT = 1e300
 
 
 def field_unit(name: str) -> str | None:
@@ -170,6 +180,7 @@ class _Report:
     last: float | None
     skipped: int
     since: Since | None
+    untimed: int = 0
 
     @property
     def total(self) -> int:
@@ -183,31 +194,51 @@ class _Report:
 
 def _number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float
+            return None
         if math.isfinite(number):
             return number
     return None
 
 
+def _printable(text: str) -> str:
+    """Return ``text`` with any lone surrogate (JSON allows them) as a backslash escape."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _load(path: str, since: Since | None, names: Sequence[str] | None) -> _Report:
     # One pass, keeping only numbers: 8 bytes per event, 16 per timing value. A relative
     # --since needs the newest time, known only at the end, so filtering comes last.
+    # An implausible ts is kept as NaN: such an event counts, but it is in no time span,
+    # no chart over time, and never at or after a --since cutoff.
     wanted = None if names is None else set(names)
     every_ts = _floats()
     events: dict[str, _Event] = {}
-    skipped = 0
+    skipped = untimed = 0
+    earliest, latest = PLAUSIBLE_TS
     for fields in read_metrics(path):
         ts = _number(fields.get("ts"))
         name = fields.get("event")
         if ts is None or not isinstance(name, str):
             skipped += 1
             continue
-        every_ts.append(ts)
+        plausible = earliest <= ts < latest
+        if plausible:
+            every_ts.append(ts)
         if wanted is not None and name not in wanted:
             continue
+        if not plausible:
+            untimed += 1
+            ts = math.nan
         event = events.get(name)
         if event is None:
-            event = events[name] = _Event(name)
+            event = events[name] = _Event(_printable(name))
         event.times.append(ts)
         event.failed.append(fields.get("error") is True)
         for key, raw in fields.items():
@@ -222,6 +253,8 @@ def _load(path: str, since: Since | None, names: Sequence[str] | None) -> _Repor
             series.values.append(value)
     first = last = None
     ordered = [events[name] for name in sorted(events)]
+    for event in ordered:
+        event.series = {_printable(key): series for key, series in event.series.items()}
     if every_ts:
         cutoff = since.cutoff(max(every_ts)) if since else -math.inf
         kept_ts = [ts for ts in every_ts if ts >= cutoff]
@@ -229,7 +262,7 @@ def _load(path: str, since: Since | None, names: Sequence[str] | None) -> _Repor
             first, last = min(kept_ts), max(kept_ts)
         if since:
             ordered = [kept for kept in (e.since(cutoff) for e in ordered) if kept.count]
-    return _Report(path, ordered, first, last, skipped, since)
+    return _Report(_printable(path), ordered, first, last, skipped, since, untimed)
 
 
 def nearest_rank(sorted_values: Sequence[float], fraction: float) -> float:
@@ -239,7 +272,7 @@ def nearest_rank(sorted_values: Sequence[float], fraction: float) -> float:
 
 
 def _format_number(value: float) -> str:
-    if abs(value) >= 1000:
+    if 1000 <= abs(value) < 1e15:
         return f"{value:,.0f}"
     return f"{value:.4g}"
 
@@ -270,14 +303,34 @@ def _rate(report: _Report, count: int) -> str:
 
 def _headline(report: _Report) -> str:
     if report.first is None or report.last is None:
-        return f"{report.path}: no events" + (f" since {report.since.text}" if report.since else "")
-    line = (
-        f"{report.path}: {_plural(report.total, 'event')}, {_format_time(report.first)} to "
-        f"{_format_time(report.last)} ({_format_span(report.span)})"
-    )
+        if not report.total:
+            since = f" since {report.since.text}" if report.since else ""
+            return f"{report.path}: no events{since}"
+        line = f"{report.path}: {_plural(report.total, 'event')}, none at a plausible time"
+    else:
+        line = (
+            f"{report.path}: {_plural(report.total, 'event')}, {_format_time(report.first)} to "
+            f"{_format_time(report.last)} ({_format_span(report.span)})"
+        )
     if report.skipped:
         line += f"; skipped {report.skipped:,} without a numeric ts and a string event"
     return line
+
+
+def _untimed_note(report: _Report) -> str | None:
+    """Return the line counting the events whose ts is no plausible Unix time, if any."""
+    if not report.untimed:
+        return None
+    earliest, latest = (_format_time(ts)[:4] for ts in PLAUSIBLE_TS)
+    where = (
+        "the report (--since needs their time)"
+        if report.since
+        else "the time span and the charts over time"
+    )
+    return (
+        f"left {_plural(report.untimed, 'event')} out of {where}: their ts is no Unix time "
+        f"in seconds from {earliest} to {latest} (milliseconds?)"
+    )
 
 
 def _event_line(report: _Report, event: _Event) -> str:
@@ -306,6 +359,9 @@ _COLUMNS = ["field (unit)", "n", *(label for label, _ in PERCENTILES), "max"]
 def render_text(report: _Report) -> str:
     """Return the report as plain text: a headline, then a table per event name."""
     lines = [_headline(report)]
+    note = _untimed_note(report)
+    if note:
+        lines.append(note)
     for event in report.events:
         lines.extend(["", f"{event.name}: {_event_line(report, event)}"])
         rows = _field_rows(event)
@@ -321,18 +377,44 @@ def render_text(report: _Report) -> str:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Run ``botperf report``: print the tables, write the HTML page if asked."""
+    """Run ``botperf report``: print the tables, write the HTML page if asked.
+
+    Raises:
+        OSError: If the metrics file cannot be read or the HTML page cannot be written;
+            ``filename`` names the file.
+    """
+    if args.html:
+        _check_output(args.html)
     report = _load(args.path, args.since, args.event)
     print(render_text(report))
     if args.html:
-        Path(args.html).write_text(render_html(report), encoding="utf-8")
+        page = render_html(report)
+        try:
+            Path(args.html).write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise _write_error(args.html, exc.errno, exc.strerror or str(exc)) from exc
         print(f"\nwrote {args.html}", file=sys.stderr)
     return 0
+
+
+def _check_output(path: str) -> None:
+    # Checked before the metrics file is read, which may take a while.
+    if os.path.isdir(path):
+        raise _write_error(path, errno.EISDIR, "it is a directory")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise _write_error(path, errno.ENOENT, f"there is no directory {folder}")
+
+
+def _write_error(path: str, code: int | None, reason: str) -> OSError:
+    return OSError(code, f"cannot write the HTML page: {reason}", path)
 
 
 _WIDTH, _HEIGHT = 600, 300
 _LEFT, _RIGHT, _TOP, _BOTTOM = 72, 20, 30, 52
 _MAX_DOTS = 3000
+# Spans below this are drawn as no span: tick steps of subnormal floats underflow to 0.
+_TINY = 1e-300
 _HISTOGRAM_BINS = 40
 
 _CSS = """
@@ -383,8 +465,11 @@ def _nice_step(span: float, target: int) -> float:
 
 def _value_range(low: float, high: float) -> tuple[float, float, list[float]]:
     """Widen [low, high] to round tick values; return (bottom, top, ticks)."""
-    if high <= low:
-        pad = abs(high) * 0.1 or 1.0
+    if not high - low > _TINY:
+        # Equal values, or too close to tell apart: a span of about a tenth of them.
+        pad = abs(high) * 0.1
+        if not pad > _TINY:
+            pad = 1.0
         low, high = low - pad, high + pad
         low = max(low, 0.0) if high > 0 else low
     step = _nice_step(high - low, 5)
@@ -469,8 +554,9 @@ def _legend(entries: Iterable[tuple[str, str]]) -> list[str]:
     return parts
 
 
-def _time_chart(name: str, key: str, series: _Series) -> str:
-    times, values = series.times, series.values
+def _time_chart(
+    name: str, key: str, unit: str, times: Sequence[float], values: Sequence[float]
+) -> str:
     first, last = min(times), max(times)
     if last - first < 1.0:
         first, last = first - 0.5, last + 0.5
@@ -484,7 +570,7 @@ def _time_chart(name: str, key: str, series: _Series) -> str:
     def y_of(value: float) -> float:
         return _TOP + (top - value) / (top - bottom) * plot_h
 
-    label = f"{key} ({series.unit})"
+    label = f"{key} ({unit})"
     parts = _svg_open("time", f"{name}: {label} over time")
     parts += _y_axis(y_ticks, y_of, label)
     ticks, pattern = _time_ticks(first, last)
@@ -529,8 +615,8 @@ def _time_chart(name: str, key: str, series: _Series) -> str:
     return "\n".join(parts)
 
 
-def _histogram(name: str, key: str, series: _Series) -> str:
-    ordered = sorted(series.values)
+def _histogram(name: str, key: str, unit: str, values: Sequence[float]) -> str:
+    ordered = sorted(values)
     low = ordered[0] if ordered[0] > 0.25 * ordered[-1] else min(0.0, ordered[0])
     bottom, top, x_ticks = _value_range(low, ordered[-1])
     counts = [0] * _HISTOGRAM_BINS
@@ -548,7 +634,7 @@ def _histogram(name: str, key: str, series: _Series) -> str:
     def y_of(count: float) -> float:
         return _TOP + (count_top - count) / count_top * plot_h
 
-    label = f"{key} ({series.unit})"
+    label = f"{key} ({unit})"
     parts = _svg_open("histogram", f"{name}: distribution of {label}")
     parts += _y_axis(y_ticks, y_of, "events")
     for tick in x_ticks:
@@ -570,7 +656,7 @@ def _histogram(name: str, key: str, series: _Series) -> str:
                 f'<rect class="bar" x="{_LEFT + index * bar_w + 0.5:.1f}" y="{y:.1f}" '
                 f'width="{max(bar_w - 1, 0.5):.1f}" height="{_HEIGHT - _BOTTOM - y:.1f}">'
                 f"<title>{_format_number(bottom + index * width)} to "
-                f"{_format_number(bottom + (index + 1) * width)} {series.unit}: "
+                f"{_format_number(bottom + (index + 1) * width)} {unit}: "
                 f"{count:,} events</title></rect>"
             )
     legend = []
@@ -582,11 +668,44 @@ def _histogram(name: str, key: str, series: _Series) -> str:
             f'y1="{_TOP}" y2="{_HEIGHT - _BOTTOM}"/>'
         )
         legend.append(
-            (f"marker marker-{label_text}", f"{label_text} {_format_number(value)} {series.unit}")
+            (f"marker marker-{label_text}", f"{label_text} {_format_number(value)} {unit}")
         )
     parts += _legend(legend)
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _charts(name: str, key: str, series: _Series) -> list[str]:
+    """Return the HTML of one field's charts: over time, and its distribution."""
+    times: list[float] = []
+    timed_values: list[float] = []
+    values: list[float] = []
+    for ts, value in zip(series.times, series.values, strict=True):
+        if abs(value) <= CHART_LIMIT:
+            values.append(value)
+            if not math.isnan(ts):
+                times.append(ts)
+                timed_values.append(value)
+    caption = html.escape(key)
+    parts = ['<div class="charts">']
+    if times:
+        parts.append(
+            f"<figure><figcaption>{caption} over time</figcaption>"
+            f"{_time_chart(name, key, series.unit, times, timed_values)}</figure>"
+        )
+    if values:
+        parts.append(
+            f"<figure><figcaption>{caption} distribution</figcaption>"
+            f"{_histogram(name, key, series.unit, values)}</figure>"
+        )
+    parts.append("</div>")
+    left_out = len(series.values) - len(values)
+    if left_out:
+        parts.append(
+            f'<p class="empty">{_plural(left_out, "value")} of {caption} beyond '
+            f"&plusmn;{CHART_LIMIT:.0e} left out of these charts.</p>"
+        )
+    return parts
 
 
 def render_html(report: _Report) -> str:
@@ -596,8 +715,11 @@ def render_html(report: _Report) -> str:
         "<header>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(_headline(report))}</p>",
-        "</header>",
     ]
+    note = _untimed_note(report)
+    if note:
+        body.append(f"<p>{html.escape(note)}</p>")
+    body.append("</header>")
     if not report.events:
         body.append('<p class="empty">No events to show.</p>')
     for event in report.events:
@@ -619,16 +741,7 @@ def render_html(report: _Report) -> str:
                 body.append(f"<tr>{cells}</tr>")
             body.append("</tbody></table>")
         for key, series in event.series.items():
-            body.append('<div class="charts">')
-            body.append(
-                f"<figure><figcaption>{html.escape(key)} over time</figcaption>"
-                f"{_time_chart(event.name, key, series)}</figure>"
-            )
-            body.append(
-                f"<figure><figcaption>{html.escape(key)} distribution</figcaption>"
-                f"{_histogram(event.name, key, series)}</figure>"
-            )
-            body.append("</div>")
+            body.extend(_charts(event.name, key, series))
         body.append("</section>")
     body.append(
         "<footer>Generated by <code>botperf report</code>. Percentiles are exact, "
