@@ -12,8 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from permissions import unreadable_file
 
-from botperf._cli import main
-from botperf._report import parse_since
+from botperf._cli import main, parse_since
 
 START = datetime(2024, 11, 24, 9, 0, tzinfo=timezone.utc).timestamp()
 
