@@ -99,3 +99,47 @@ def test_broken_pipe_sends_the_rest_of_stdout_to_devnull(
         assert main(["pipe"]) == _cli.EXIT_BROKEN_PIPE
         print("still buffered at exit", file=stdout)
     assert (tmp_path / "stdout").read_text(encoding="utf-8") == ""
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            PermissionError(13, "Permission denied", "/data/m.jsonl"),
+            "/data/m.jsonl: Permission denied",
+        ),
+        (OSError("no room left"), "no room left"),
+    ],
+)
+def test_an_os_error_in_a_command_exits_1_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    error: OSError,
+    line: str,
+) -> None:
+    def add_failing(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        def fail(args: argparse.Namespace) -> int:
+            raise error
+
+        subparsers.add_parser("fail").set_defaults(handler=fail)
+
+    monkeypatch.setattr(_cli, "SUBCOMMANDS", [*_cli.SUBCOMMANDS, add_failing])
+    assert main(["fail"]) == 1
+    assert capsys.readouterr().err == f"botperf: error: {line}\n"
+
+
+def test_a_bad_input_and_a_bad_output_are_one_line_and_status_1_from_the_shell(
+    tmp_path: Path,
+) -> None:
+    # A folder where the metrics file or the page should be: unusable for root too.
+    metrics = tmp_path / "m.jsonl"
+    metrics.write_text('{"ts": 1, "event": "a"}\n')
+    for args in ([str(tmp_path)], [str(metrics), "--html", str(tmp_path)]):
+        completed = subprocess.run(
+            [sys.executable, "-m", "botperf", "report", *args],
+            capture_output=True,
+            text=True,
+        )
+        assert completed.returncode == 1
+        assert completed.stderr.count("\n") == 1
+        assert completed.stderr.startswith("botperf: error: ")

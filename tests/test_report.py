@@ -8,9 +8,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from permissions import unreadable_file
 
-from botperf._cli import main
-from botperf._report import parse_since
+from botperf._cli import main, parse_since
 
 START = datetime(2024, 11, 24, 9, 0, tzinfo=timezone.utc).timestamp()
 
@@ -336,3 +338,202 @@ def test_html_event_without_timing_fields_says_so(
     page = (tmp_path / "page.html").read_text(encoding="utf-8")
     assert "No timing fields" in page
     assert "<svg" not in page
+
+
+def error_line(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run ``botperf report`` expecting exit status 1; return its one line on stderr."""
+    assert main(["report", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("botperf: error: ")
+    assert err.count("\n") == 1
+    assert err.endswith("\n")
+    return err
+
+
+def test_timestamps_in_milliseconds_are_counted_and_left_out_of_the_time_span(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_events(
+        tmp_path / "m.jsonl",
+        [{"ts": START * 1000 + i, "event": "a", "x_ms": i + 1} for i in range(4)],
+    )
+    out = report(capsys, str(path), "--html", str(tmp_path / "page.html"))
+    assert f"{path}: 4 events, none at a plausible time" in out
+    assert (
+        "left 4 events out of the time span and the charts over time: their ts is no Unix "
+        "time in seconds from 1970 to 9999 (milliseconds?)"
+    ) in out
+    assert "a: 4 events, - (the events span no time)" in out
+    assert table_row(out, "x_ms") == ["x_ms", "(ms)", "4", "2", "4", "4", "4"]
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert 'class="chart chart-time"' not in page
+    assert page.count('class="chart chart-histogram"') == 1
+    assert "left 4 events out of the time span" in page
+
+
+@pytest.mark.parametrize("bad_ts", [1e300, -1e15, 1.7e12, -1.0])
+def test_events_at_an_implausible_time_leave_the_rest_of_the_report_intact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad_ts: float
+) -> None:
+    good = [{"ts": START + i, "event": "a", "x_ms": 1} for i in range(10)]
+    path = write_events(tmp_path / "m.jsonl", [*good, {"ts": bad_ts, "event": "a", "x_ms": 9}])
+    out = report(capsys, str(path), "--html", str(tmp_path / "page.html"))
+    assert "11 events, 2024-11-24 09:00:00 UTC to 2024-11-24 09:00:09 UTC (9s)" in out
+    assert "left 1 event out of the time span and the charts over time" in out
+    assert table_row(out, "x_ms")[2:] == ["11", "1", "1", "9", "9"]
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert page.count('class="chart chart-time"') == 1
+    assert page.count('class="dot"') == 10 + 1  # the events over time, and the legend's
+
+
+def test_since_leaves_out_the_events_at_an_implausible_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_events(
+        tmp_path / "m.jsonl",
+        [
+            {"ts": START, "event": "a", "x_ms": 1},
+            {"ts": START + 10, "event": "a", "x_ms": 2},
+            {"ts": 1e300, "event": "a", "x_ms": 3},
+        ],
+    )
+    out = report(capsys, str(path), "--since", "5s")
+    assert "a: 1 event," in out
+    assert "left 1 event out of the report (--since needs their time)" in out
+
+
+def test_values_near_the_float_limit_are_tabled_and_left_out_of_the_charts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = [1e308, -1e308, 5.0, 7.0]
+    path = write_events(
+        tmp_path / "m.jsonl",
+        [{"ts": START + i, "event": "a", "x_ms": value} for i, value in enumerate(values)],
+    )
+    out = report(capsys, str(path), "--html", str(tmp_path / "page.html"))
+    assert table_row(out, "x_ms") == ["x_ms", "(ms)", "4", "5", "1e+308", "1e+308", "1e+308"]
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert page.count('class="chart chart-time"') == 1
+    assert page.count('class="chart chart-histogram"') == 1
+    assert "2 values of x_ms beyond &plusmn;1e+300 left out of these charts." in page
+    assert "inf" not in page.lower().replace("infinity", "")
+
+
+def test_only_values_near_the_float_limit_draw_no_chart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_events(tmp_path / "m.jsonl", [{"ts": START, "event": "a", "x_ms": 1e308}])
+    report(capsys, str(path), "--html", str(tmp_path / "page.html"))
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert "<svg" not in page
+    assert "1 value of x_ms beyond" in page
+
+
+def test_an_int_too_large_for_a_float_is_left_out_like_a_non_finite_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.jsonl"
+    huge = "9" * 400
+    path.write_text(
+        f'{{"ts": {START}, "event": "a", "x_ms": 5}}\n'
+        f'{{"ts": {START}, "event": "a", "x_ms": {huge}}}\n'
+        f'{{"ts": {huge}, "event": "a", "x_ms": 5}}\n'
+    )
+    out = report(capsys, str(path))
+    assert "skipped 1 without a numeric ts and a string event" in out
+    assert table_row(out, "x_ms")[2] == "1"
+
+
+def test_names_with_lone_surrogates_are_shown_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text(f'{{"ts": {START}, "event": "bad\\ud800name", "x\\udfff_ms": 1}}\n')
+    out = report(capsys, str(path), "--html", str(tmp_path / "page.html"))
+    assert "bad\\ud800name: 1 event" in out
+    assert "x\\udfff_ms (ms)" in out
+    assert "bad\\ud800name" in (tmp_path / "page.html").read_text(encoding="utf-8")
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.floats(allow_nan=False) | st.integers(min_value=-(10**20), max_value=10**20),
+            st.floats() | st.integers(min_value=-(10**400), max_value=10**400),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_any_numbers_make_a_report_and_a_page(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[float, float]]
+) -> None:
+    folder = tmp_path_factory.mktemp("any")
+    path = folder / "m.jsonl"
+    with path.open("w", encoding="utf-8") as file:
+        for ts, value in rows:
+            file.write(json.dumps({"ts": ts, "event": "a", "x_ms": value}) + "\n")
+    assert main(["report", str(path), "--html", str(folder / "page.html")]) == 0
+    page = (folder / "page.html").read_text(encoding="utf-8")
+    assert page.endswith("</html>\n")
+
+
+def test_an_html_path_in_a_missing_folder_is_one_line_before_any_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "no-such-folder" / "page.html"
+    err = error_line(capsys, str(tmp_path / "absent.jsonl"), "--html", str(page))
+    assert err == (
+        f"botperf: error: {page}: cannot write the HTML page: there is no directory {page.parent}\n"
+    )
+
+
+def test_an_html_path_that_is_a_folder_is_one_line(
+    metrics_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = error_line(capsys, str(metrics_file), "--html", str(tmp_path))
+    assert err == f"botperf: error: {tmp_path}: cannot write the HTML page: it is a directory\n"
+
+
+def test_an_html_path_under_a_file_is_one_line(
+    metrics_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    page = tmp_path / "file" / "page.html"
+    err = error_line(capsys, str(metrics_file), "--html", str(page))
+    assert err.startswith(f"botperf: error: {page}: cannot write the HTML page: ")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_html_page_on_a_full_disk_is_one_line_after_the_tables(
+    metrics_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # /dev/full refuses every write with ENOSPC, as a full disk does, for root too.
+    assert main(["report", str(metrics_file), "--html", "/dev/full"]) == 1
+    captured = capsys.readouterr()
+    assert "llm_call: 100 events" in captured.out
+    assert captured.err == (
+        "botperf: error: /dev/full: cannot write the HTML page: No space left on device\n"
+    )
+
+
+def test_a_metrics_file_it_may_not_read_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with unreadable_file(b'{"ts": 1, "event": "a"}\n') as path:
+        err = error_line(capsys, str(path))
+    assert err == f"botperf: error: {path}: cannot read the metrics file: Permission denied\n"
+
+
+def test_a_folder_given_as_the_metrics_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = error_line(capsys, str(tmp_path))
+    assert "no metrics file at" in err
+
+
+def test_a_deeply_nested_line_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text(f'{{"ts": {START}, "event": "a"}}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    err = error_line(capsys, str(path))
+    assert f"{path}, line 2: its arrays or objects are nested too deeply to parse" in err
