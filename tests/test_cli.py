@@ -44,11 +44,11 @@ def test_python_dash_m_botperf_runs_the_cli() -> None:
 def test_a_botperf_error_in_a_command_exits_1_with_its_message(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def add_failing(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def add_failing(add_parser: _cli.AddParser) -> None:
         def fail(args: argparse.Namespace) -> int:
             raise botperf.BotperfError("the reason, and what to do")
 
-        subparsers.add_parser("fail").set_defaults(handler=fail)
+        add_parser("fail").set_defaults(handler=fail)
 
     monkeypatch.setattr(_cli, "SUBCOMMANDS", [*_cli.SUBCOMMANDS, add_failing])
     assert main(["fail"]) == 1
@@ -87,11 +87,11 @@ def test_report_into_a_closed_pipe_stops_quietly_with_status_141(tmp_path: Path)
 def test_broken_pipe_sends_the_rest_of_stdout_to_devnull(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def add_piping(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def add_piping(add_parser: _cli.AddParser) -> None:
         def pipe(args: argparse.Namespace) -> int:
             raise BrokenPipeError
 
-        subparsers.add_parser("pipe").set_defaults(handler=pipe)
+        add_parser("pipe").set_defaults(handler=pipe)
 
     monkeypatch.setattr(_cli, "SUBCOMMANDS", [*_cli.SUBCOMMANDS, add_piping])
     with (tmp_path / "stdout").open("w", encoding="utf-8") as stdout:
@@ -117,11 +117,11 @@ def test_an_os_error_in_a_command_exits_1_with_one_line(
     error: OSError,
     line: str,
 ) -> None:
-    def add_failing(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def add_failing(add_parser: _cli.AddParser) -> None:
         def fail(args: argparse.Namespace) -> int:
             raise error
 
-        subparsers.add_parser("fail").set_defaults(handler=fail)
+        add_parser("fail").set_defaults(handler=fail)
 
     monkeypatch.setattr(_cli, "SUBCOMMANDS", [*_cli.SUBCOMMANDS, add_failing])
     assert main(["fail"]) == 1

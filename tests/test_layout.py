@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "botperf"
 
 
@@ -61,3 +63,35 @@ def test_no_import_cycle_between_modules() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+def private_names_defined(tree: ast.Module) -> set[str]:
+    """Private attribute names the module itself defines: methods, slots, ``self._x = ...``."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)  # __slots__ entries
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)  # dataclass and class-level fields
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_touches_no_other_modules_private_attributes(name: str) -> None:
+    """``x._attr`` only on ``self``/``cls`` or where this module defines ``_attr``."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    own = private_names_defined(tree)
+    offenders = [
+        f"line {node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and node.attr not in own
+        and not (isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"})
+    ]
+    assert offenders == []

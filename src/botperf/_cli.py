@@ -41,9 +41,13 @@ def parse_since(text: str) -> Since:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_report_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+# What a subcommand is given to add its parser: the sub-parsers' `add_parser` method.
+AddParser = Callable[..., argparse.ArgumentParser]
+
+
+def add_report_parser(add_parser: AddParser) -> None:
     """Add the ``report`` subcommand to the ``botperf`` command line."""
-    parser = subparsers.add_parser(
+    parser = add_parser(
         "report",
         help="summarise a metrics file: latency tables, and charts with --html",
         description=(
@@ -112,7 +116,7 @@ def _write_error(path: str, code: int | None, reason: str) -> OSError:
 
 
 #: Functions that each add one subcommand to the ``botperf`` sub-parsers.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+SUBCOMMANDS: list[Callable[[AddParser], None]] = [
     add_report_parser,
 ]
 
@@ -129,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"botperf {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for add_subcommand in SUBCOMMANDS:
-        add_subcommand(subparsers)
+        add_subcommand(subparsers.add_parser)
     return parser
 
 
