@@ -808,6 +808,25 @@ async def test_async_close_saves_unwritten_events_of_a_custom_sink(tmp_path: Pat
     assert [event["number"] for event in read_metrics(saved)] == [0]
 
 
+@pytest.mark.parametrize(
+    ("end", "kept"),
+    [
+        pytest.param(b'{"ts":2.0,"ev', [], id="torn line"),
+        pytest.param(b'{"ts":2.0,"event":"tick","number":-2}', [-2], id="whole, no newline"),
+    ],
+)
+def test_a_save_never_glues_onto_the_last_line_of_the_unwritten_file(
+    tmp_path: Path, end: bytes, kept: list[int]
+) -> None:
+    saved = tmp_path / "unwritten.jsonl"
+    saved.write_bytes(b'{"ts":1.0,"event":"tick","number":-1}\n' + end)  # a killed save
+    metrics = BatchMetricsWriter(RecordingSink(fail_times=99), unwritten_path=saved)
+    with pytest.raises(MetricsNotWrittenError, match="they were saved to") as info:
+        record_then_close(metrics, 3)
+    assert [event["number"] for event in read_metrics(saved)] == [-1, *kept, 0, 1, 2]
+    assert (info.value.count, info.value.saved) == (3, 3)
+
+
 def test_close_says_when_saving_unwritten_events_failed_too(tmp_path: Path) -> None:
     nowhere = tmp_path / "missing-directory" / "unwritten.jsonl"
     metrics = BatchMetricsWriter(RecordingSink(fail_times=99), unwritten_path=nowhere)
