@@ -574,6 +574,9 @@ def test_a_retry_gets_new_events_whatever_the_failed_attempt_did_to_them() -> No
     assert attempts[1] == attempts[0]
     assert isinstance(attempts[1][0]["ts"], float)
     assert names(attempts[1]) == ["tick"]
+    # The event the sink added to its list is not one the writer recorded or wrote.
+    assert (metrics.stats.written, metrics.stats.waiting) == (1, 0)
+    assert_consistent(metrics.stats)
 
 
 #: Past the 1,024th failure in a row, where 2 ** (failures - 1) no longer fits a float.

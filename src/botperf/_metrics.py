@@ -122,9 +122,10 @@ class BatchMetricsWriter:
     ``__aenter__``, and writes run through `anyio.to_thread.run_sync`; works on
     asyncio and trio) or as a plain ``with`` from sync code (the flusher is a daemon
     thread). Each writer is entered once. Leaving the block writes everything left
-    (shielded from cancellation) and closes the sink; if the sink still refuses some
-    events, they are saved to a file and `botperf.MetricsNotWrittenError` is
-    raised.
+    (shielded from cancellation, after any write in flight from another thread) and
+    closes the sink; if the sink still refuses some events, they are saved to a file
+    and `botperf.MetricsNotWrittenError` is raised. Every recorded event ends up
+    written, dropped (counted) or reported by that error.
 
     Args:
         path_or_sink: A file path (events are appended to it as JSON lines by a
