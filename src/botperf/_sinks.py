@@ -312,7 +312,10 @@ def save_lines(path: str, data: bytes) -> tuple[int, OSError | None]:
     except OSError as exc:
         error = exc
     finally:
-        sink.close()
+        try:
+            sink.close()
+        except OSError as exc:  # the lines may not have reached the disk after all
+            error = error or exc
     if not saved and not existed:
         with contextlib.suppress(OSError):  # not ours to clean if it is not empty
             if os.stat(path).st_size == 0:
