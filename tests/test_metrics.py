@@ -574,6 +574,162 @@ def test_a_retry_gets_new_events_whatever_the_failed_attempt_did_to_them() -> No
     assert attempts[1] == attempts[0]
     assert isinstance(attempts[1][0]["ts"], float)
     assert names(attempts[1]) == ["tick"]
+    # The event the sink added to its list is not one the writer recorded or wrote.
+    assert (metrics.stats.written, metrics.stats.waiting) == (1, 0)
+    assert_consistent(metrics.stats)
+
+
+#: Past the 1,024th failure in a row, where 2 ** (failures - 1) no longer fits a float.
+LONG_OUTAGE = 2_000
+
+
+class OutageSink(RecordingSink):
+    """Fails its first ``fail_times`` writes (forever by default), and counts attempts."""
+
+    def __init__(self, *, fail_times: int = 10**9) -> None:
+        super().__init__(fail_times=fail_times)
+        self.attempts = 0
+
+    def write_batch(self, events: list[dict[str, Any]]) -> None:
+        with self._changed:
+            self.attempts += 1
+            self._changed.notify_all()
+        super().write_batch(events)
+
+    def wait_for_attempts(self, count: int) -> None:
+        with self._changed:
+            arrived = self._changed.wait_for(lambda: self.attempts >= count, SAFETY_TIMEOUT)
+        assert arrived, f"only {self.attempts} of {count} write attempts were made"
+
+
+def test_retry_delay_doubles_up_to_max_retry_delay_through_thousands_of_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = OutageSink(fail_times=LONG_OUTAGE)
+    metrics = BatchMetricsWriter(sink, max_delay=NEVER)
+    metrics.record("tick")
+    with caplog.at_level(logging.WARNING, logger="botperf"):
+        for _ in range(LONG_OUTAGE):
+            with pytest.raises(MetricsWriteError, match="1 events wait"):
+                metrics.flush_sync()
+    delays = [
+        float(record.getMessage().rsplit("retrying in ", 1)[1].removesuffix(" s"))
+        for record in caplog.records
+        if "retrying in" in record.getMessage()
+    ]
+    assert len(delays) == LONG_OUTAGE
+    assert delays[:9] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]  # the default max_retry_delay
+    assert set(delays[7:]) == {60}
+    metrics.flush_sync()  # the outage is over: the kept batch is written
+    assert names(sink.events) == ["tick"]
+    assert metrics.stats.failed_writes == LONG_OUTAGE
+    assert_consistent(metrics.stats)
+
+
+def test_the_default_max_retry_delay_is_a_minute() -> None:
+    BatchMetricsWriter(RecordingSink(), retry_delay=60.0)  # up to the default cap: accepted
+    with pytest.raises(InvalidOptionError, match=r"at least retry_delay \(60.5 seconds\)"):
+        BatchMetricsWriter(RecordingSink(), retry_delay=60.5)
+
+
+def test_the_flusher_thread_keeps_retrying_through_a_long_outage() -> None:
+    sink = OutageSink(fail_times=LONG_OUTAGE)
+    with BatchMetricsWriter(
+        sink, max_batch=1, max_delay=NEVER, retry_delay=1e-6, max_retry_delay=1e-6
+    ) as metrics:
+        metrics.record("tick")
+        sink.wait_for_events(1)
+    assert sink.attempts == LONG_OUTAGE + 1
+    assert names(sink.events) == ["tick"]
+
+
+def test_close_after_a_long_outage_raises_metrics_not_written(tmp_path: Path) -> None:
+    sink = OutageSink()
+    saved = tmp_path / "unwritten.jsonl"
+    metrics = BatchMetricsWriter(
+        sink,
+        max_batch=1,
+        max_delay=NEVER,
+        retry_delay=1e-6,
+        max_retry_delay=1e-6,
+        unwritten_path=saved,
+    )
+
+    def record_through_the_outage() -> None:
+        with metrics:
+            metrics.record("tick")
+            sink.wait_for_attempts(LONG_OUTAGE)
+
+    with pytest.raises(MetricsNotWrittenError, match="1 metric events") as info:
+        record_through_the_outage()
+    assert info.value.saved_to == str(saved)
+    assert names(list(read_metrics(saved))) == ["tick"]
+
+
+@pytest.mark.anyio
+async def test_a_long_outage_never_cancels_the_code_inside_async_with() -> None:
+    written = anyio.Event()
+
+    class RecoveringSink(OutageSink):
+        def write_batch(self, events: list[dict[str, Any]]) -> None:
+            super().write_batch(events)
+            anyio.from_thread.run_sync(written.set)  # the flusher's worker thread
+
+    sink = RecoveringSink(fail_times=LONG_OUTAGE)
+    body_finished = False
+    async with BatchMetricsWriter(
+        sink, max_batch=1, max_delay=NEVER, retry_delay=1e-6, max_retry_delay=1e-6
+    ) as metrics:
+        metrics.record("tick")
+        with anyio.fail_after(SAFETY_TIMEOUT):
+            await written.wait()
+        body_finished = True
+    assert body_finished
+    assert sink.attempts == LONG_OUTAGE + 1
+    assert names(sink.events) == ["tick"]
+
+
+@pytest.mark.anyio
+async def test_a_sink_and_failure_whose_repr_raises_end_in_metrics_not_written(
+    tmp_path: Path,
+) -> None:
+    class Unprintable(Exception):
+        def __repr__(self) -> str:
+            raise RuntimeError("repr failed")
+
+    class UnprintableSink(OutageSink):
+        def __repr__(self) -> str:
+            raise RuntimeError("repr failed")
+
+        def write_batch(self, events: list[dict[str, Any]]) -> None:
+            with self._changed:
+                self.attempts += 1
+                self._changed.notify_all()
+            raise Unprintable
+
+    sink = UnprintableSink()
+    saved = tmp_path / "unwritten.jsonl"
+    metrics = BatchMetricsWriter(
+        sink,
+        max_batch=1,
+        max_delay=NEVER,
+        retry_delay=1e-6,
+        max_retry_delay=1e-6,
+        unwritten_path=saved,
+    )
+    body_finished: list[bool] = []
+
+    async def record_through_failures() -> None:
+        async with metrics:
+            metrics.record("tick")
+            await anyio.to_thread.run_sync(sink.wait_for_attempts, 3)
+            body_finished.append(True)
+
+    with pytest.raises(MetricsNotWrittenError, match="<unrepresentable UnprintableSink>") as info:
+        await record_through_failures()
+    assert body_finished == [True]
+    assert info.value.saved_to == str(saved)
+    assert names(list(read_metrics(saved))) == ["tick"]
 
 
 def test_close_saves_unwritten_events_beside_the_file_and_raises(tmp_path: Path) -> None:
@@ -653,6 +809,25 @@ async def test_async_close_saves_unwritten_events_of_a_custom_sink(tmp_path: Pat
         await record_then_aclose(metrics, 1)
     assert info.value.saved_to == str(saved)
     assert [event["number"] for event in read_metrics(saved)] == [0]
+
+
+@pytest.mark.parametrize(
+    ("end", "kept"),
+    [
+        pytest.param(b'{"ts":2.0,"ev', [], id="torn line"),
+        pytest.param(b'{"ts":2.0,"event":"tick","number":-2}', [-2], id="whole, no newline"),
+    ],
+)
+def test_a_save_never_glues_onto_the_last_line_of_the_unwritten_file(
+    tmp_path: Path, end: bytes, kept: list[int]
+) -> None:
+    saved = tmp_path / "unwritten.jsonl"
+    saved.write_bytes(b'{"ts":1.0,"event":"tick","number":-1}\n' + end)  # a killed save
+    metrics = BatchMetricsWriter(RecordingSink(fail_times=99), unwritten_path=saved)
+    with pytest.raises(MetricsNotWrittenError, match="they were saved to") as info:
+        record_then_close(metrics, 3)
+    assert [event["number"] for event in read_metrics(saved)] == [-1, *kept, 0, 1, 2]
+    assert (info.value.count, info.value.saved) == (3, 3)
 
 
 def test_close_says_when_saving_unwritten_events_failed_too(tmp_path: Path) -> None:

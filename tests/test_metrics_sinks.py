@@ -193,6 +193,27 @@ def test_a_whole_last_line_without_its_newline_is_kept(tmp_path: Path) -> None:
     assert numbers(path) == [-1, 0, 1, 2]
 
 
+@pytest.mark.parametrize(
+    "deep",
+    [
+        pytest.param(b"[" * 100_000, id="torn"),
+        pytest.param(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="whole"),
+    ],
+)
+def test_a_last_line_nested_too_deep_to_parse_is_cut_off_and_appending_goes_on(
+    tmp_path: Path, deep: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"ts":1.0,"event":"a","number":-1}\n' + deep)
+    with caplog.at_level(logging.WARNING, logger="botperf"), BatchMetricsWriter(path) as metrics:
+        for number in range(3):
+            metrics.record("tick", number=number)
+    assert numbers(path) == [-1, 0, 1, 2]
+    assert metrics.stats.written == 3
+    assert not Path(f"{path}.unwritten.jsonl").exists()
+    assert f"dropped the torn last line of {path} ({len(deep)} bytes" in caplog.text
+
+
 def test_a_torn_last_line_that_cannot_be_cut_off_stays_on_its_own_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

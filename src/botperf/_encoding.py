@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
-from ._exceptions import InvalidOptionError
+from ._exceptions import InvalidOptionError, safe_repr
 
 __all__ = [
     "ENCODER_NAMES",
@@ -132,14 +132,6 @@ class _Fallback:
             return str(value)
         self.repr_values += 1
         return safe_repr(value)
-
-
-def safe_repr(value: object) -> str:
-    """Return ``repr(value)``, or ``<unrepresentable TypeName>`` if that raises."""
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unrepresentable {type(value).__name__}>"
 
 
 def _encode_orjson(events: Sequence[dict[str, Any]]) -> EncodedBatch:

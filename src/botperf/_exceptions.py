@@ -338,6 +338,18 @@ class MetricsWriterStateError(BotperfError, RuntimeError):
     """
 
 
+def safe_repr(value: object) -> str:
+    """Return ``repr(value)``, or ``<unrepresentable TypeName>`` if that raises.
+
+    Values and exceptions are the user's objects: neither a written event nor an error
+    message about them may fail because their ``repr()`` does.
+    """
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
 class MetricsWriteError(BotperfError):
     """Raised when ``flush()`` could not write every waiting event.
 
@@ -350,7 +362,7 @@ class MetricsWriteError(BotperfError):
 
     def __init__(self, waiting: int, sink: str, cause: BaseException) -> None:
         super().__init__(
-            f"could not write metric events to {sink}: {cause!r}; {waiting} events wait "
+            f"could not write metric events to {sink}: {safe_repr(cause)}; {waiting} events wait "
             "and will be retried with backoff (closing the writer saves any still unwritten)"
         )
         self.waiting = waiting
@@ -360,19 +372,42 @@ class MetricsWriteError(BotperfError):
 class MetricsNotWrittenError(BotperfError):
     """Raised when a metrics writer closes with events its sink would not take.
 
+    They are saved to a JSON-lines file instead. If that save fails part way (a full
+    disk), the file keeps the events saved whole, and the message says how many were
+    saved and how many are lost.
+
     Attributes:
         count: How many events were not written to the sink.
-        saved_to: The JSON-lines file they were saved to instead, or ``None`` if saving
-            them failed too (they are then lost).
+        saved: How many of them were saved to ``saved_to``; the other
+            ``count - saved`` are lost.
+        saved_to: The JSON-lines file they were saved to instead, or ``None`` if none
+            could be saved (they are then lost).
     """
 
     def __init__(
-        self, count: int, sink: str, saved_to: str, save_error: BaseException | None
+        self,
+        count: int,
+        sink: str,
+        saved_to: str,
+        save_error: BaseException | None,
+        *,
+        saved: int | None = None,
     ) -> None:
+        if saved is None:
+            saved = count if save_error is None else 0
         if save_error is None:
             where = f"they were saved to {saved_to} (read it with read_metrics())"
+        elif saved == 0:
+            where = (
+                f"saving them to {saved_to} failed too ({safe_repr(save_error)}), so they are lost"
+            )
         else:
-            where = f"saving them to {saved_to} failed too ({save_error!r}), so they are lost"
+            where = (
+                f"{saved} of them were saved to {saved_to} (read it with read_metrics()), "
+                f"and saving the other {count - saved} failed too ({safe_repr(save_error)}), "
+                "so those are lost"
+            )
         super().__init__(f"{count} metric events could not be written to {sink} at close; {where}")
         self.count = count
-        self.saved_to: str | None = saved_to if save_error is None else None
+        self.saved = saved
+        self.saved_to: str | None = saved_to if saved else None

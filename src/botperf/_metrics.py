@@ -29,8 +29,9 @@ from ._exceptions import (
     MetricsWriterStateError,
     check_int_option,
     check_seconds_option,
+    safe_repr,
 )
-from ._sinks import JsonLinesFileSink, MetricsSink, as_sink
+from ._sinks import JsonLinesFileSink, MetricsSink, as_sink, save_lines
 
 __all__ = ["BatchMetricsWriter", "OnFull", "WriterStats"]
 
@@ -64,8 +65,9 @@ class WriterStats:
         dropped: Events dropped because the buffer was full.
         failed_writes: Batch writes that raised; each failed batch was kept and retried.
         waiting: Events recorded and not yet written, including a batch kept for retry.
-        unwritten: Events the sink never took, saved beside it at close (see
-            `botperf.MetricsNotWrittenError`).
+        unwritten: Events the sink never took, saved beside it at close, or lost if
+            even saving them failed (`botperf.MetricsNotWrittenError` says how
+            many of each).
         repr_values: Field values written as their ``repr()`` string because JSON has no
             form for them (counted by `botperf.JsonLinesFileSink`; 0 for other sinks).
     """
@@ -120,9 +122,10 @@ class BatchMetricsWriter:
     ``__aenter__``, and writes run through `anyio.to_thread.run_sync`; works on
     asyncio and trio) or as a plain ``with`` from sync code (the flusher is a daemon
     thread). Each writer is entered once. Leaving the block writes everything left
-    (shielded from cancellation) and closes the sink; if the sink still refuses some
-    events, they are saved to a file and `botperf.MetricsNotWrittenError` is
-    raised.
+    (shielded from cancellation, after any write in flight from another thread) and
+    closes the sink; if the sink still refuses some events, they are saved to a file
+    and `botperf.MetricsNotWrittenError` is raised. Every recorded event ends up
+    written, dropped (counted) or reported by that error.
 
     Args:
         path_or_sink: A file path (events are appended to it as JSON lines by a
@@ -150,7 +153,8 @@ class BatchMetricsWriter:
         retry_delay: Seconds before the first retry of a failed batch; it doubles with
             each failure in a row, up to ``max_retry_delay``; positive and finite.
         max_retry_delay: The longest wait between retries, in seconds; finite, at least
-            ``retry_delay``.
+            ``retry_delay``. Retries go on every ``max_retry_delay`` for as long as
+            the sink keeps failing.
         unwritten_path: Where events the sink never took are saved at close. By default
             ``<file>.unwritten.jsonl`` beside a file sink, or
             ``botperf-metrics-<pid>.unwritten.jsonl`` in the temp directory for other sinks.
@@ -174,7 +178,7 @@ class BatchMetricsWriter:
         fsync: bool = False,
         encoder: EncoderName = "auto",
         retry_delay: float = 0.5,
-        max_retry_delay: float = 30.0,
+        max_retry_delay: float = 60.0,
         unwritten_path: str | os.PathLike[str] | None = None,
     ) -> None:
         owner = "BatchMetricsWriter"
@@ -218,6 +222,9 @@ class BatchMetricsWriter:
         self._held: list[_Entry] | None = None
         self._retry_at: float | None = None  # time.monotonic() of the next retry
         self._failures_in_row = 0
+        # The wait after the next failure: doubled after each one and capped, never
+        # computed as a power of 2, which overflows a float after 1,024 failures.
+        self._next_retry_delay = self._retry_delay
         self._written = 0
         self._batches = 0
         self._dropped = 0
@@ -227,6 +234,7 @@ class BatchMetricsWriter:
         self._blocked = 0
         self._accepting = True
         self._drained = False  # set by the final drain once the queue is empty for good
+        self._closed = False  # set, under the write lock, once closing has finished
         self._entered = False
         self._stopping = False
 
@@ -308,11 +316,15 @@ class BatchMetricsWriter:
         """Write every event recorded so far, in a worker thread, and return when written.
 
         Usable in both modes (and before entering). A batch kept for retry is tried
-        at once, whatever its backoff.
+        at once, whatever its backoff. A flush that meets the writer closing waits for
+        the close to finish.
 
         Raises:
             MetricsWriteError: If a batch write failed; that batch is kept and retried
                 with backoff by the flusher, and the error says how many events wait.
+            MetricsWriterStateError: If the writer has closed with events its sink
+                would not take (the close raised `botperf.MetricsNotWrittenError`
+                for them).
         """
         await anyio.to_thread.run_sync(self._flush_blocking)
 
@@ -324,7 +336,8 @@ class BatchMetricsWriter:
         Raises:
             MetricsWriteError: As `flush`.
             MetricsWriterStateError: If called on the event loop thread of an
-                ``async with`` writer, where it would block the loop: ``await flush()``.
+                ``async with`` writer, where it would block the loop: ``await flush()``;
+                or as `flush`, after a close that left events unwritten.
         """
         if self._loop_thread == threading.get_ident():
             raise MetricsWriterStateError(
@@ -522,31 +535,48 @@ class BatchMetricsWriter:
                 if self._write_one(self._max_batch) is not None:
                     return
 
-    def _flush_blocking(self, *, final: bool = False) -> None:
+    def _flush_blocking(self) -> None:
         """Write the held batch and every event waiting now, in batches (any thread).
+
+        Waits for writes in flight and for a close in progress: after a close, every
+        event was written or reported by it, and only the count is left to tell.
+        """
+        with self._write_lock:
+            if self._closed:
+                with self._lock:
+                    unwritten = self._unwritten
+                if unwritten:
+                    raise MetricsWriterStateError(
+                        f"this metrics writer is closed: {unwritten} events it could not "
+                        "write were reported by MetricsNotWrittenError at close"
+                    )
+                return
+            self._flush_locked(final=False)
+        self._log_drops()
+
+    def _flush_locked(self, *, final: bool) -> None:
+        """Write the held batch and the waiting events (write lock held).
 
         With ``final``, keep going until the queue is empty and mark it drained, so a
         record() racing with close either gets written or raises.
         """
-        with self._write_lock:
+        with self._lock:
+            remaining = math.inf if final else len(self._queue)
+        while True:
             with self._lock:
-                remaining = math.inf if final else len(self._queue)
-            while True:
+                if self._held is not None:
+                    size = 0
+                else:
+                    size = int(min(self._max_batch, remaining, len(self._queue)))
+                    if size == 0:
+                        self._drained = final
+                        break
+            error = self._write_one(size)
+            if error is not None:
                 with self._lock:
-                    if self._held is not None:
-                        size = 0
-                    else:
-                        size = int(min(self._max_batch, remaining, len(self._queue)))
-                        if size == 0:
-                            self._drained = final
-                            break
-                error = self._write_one(size)
-                if error is not None:
-                    with self._lock:
-                        waiting = len(self._queue) + self._taken
-                    raise MetricsWriteError(waiting, self._describe_sink(), error) from error
-                remaining -= size
-        self._log_drops()
+                    waiting = len(self._queue) + self._taken
+                raise MetricsWriteError(waiting, self._describe_sink(), error) from error
+            remaining -= size
 
     def _write_one(self, limit: int) -> Exception | None:
         """Write the held batch, or take up to ``limit`` events and write them (write lock held).
@@ -568,21 +598,23 @@ class BatchMetricsWriter:
         events = _events(entries)
         try:
             self._sink.write_batch(events)
-        except Exception as exc:
+        except Exception as exc:  # of any kind: a sink failure never stops the flusher
             with self._lock:
                 self._held = entries
                 self._failed_writes += 1
                 self._failures_in_row += 1
                 failures = self._failures_in_row
-                delay = min(self._retry_delay * 2 ** (failures - 1), self._max_retry_delay)
+                delay = self._next_retry_delay
+                # A float product never raises: at worst inf, which the cap replaces.
+                self._next_retry_delay = min(delay * 2.0, self._max_retry_delay)
                 self._retry_at = time.monotonic() + delay
             logger.warning(
-                "could not write %d metric events to %s (failure %d in a row: %r); "
+                "could not write %d metric events to %s (failure %d in a row: %s); "
                 "kept them, retrying in %.3g s",
-                len(events),
+                len(entries),
                 self._describe_sink(),
                 failures,
-                exc,
+                safe_repr(exc),
                 delay,
             )
             return exc
@@ -597,9 +629,10 @@ class BatchMetricsWriter:
             self._held = None
             self._retry_at = None
             self._failures_in_row = 0
-            self._taken -= len(events)
+            self._next_retry_delay = self._retry_delay
+            self._taken -= len(entries)
             self._room = self._max_buffer - self._taken
-            self._written += len(events)
+            self._written += len(entries)
             self._batches += 1
             if self._blocked:
                 self._room_freed.notify_all()
@@ -636,37 +669,49 @@ class BatchMetricsWriter:
     def _close_blocking(self) -> None:
         """Write what is left, close the sink, and save what it would not take (any thread).
 
-        If the final writes are interrupted (Ctrl-C during a write), what is left is
-        still saved, the save is logged, and the interruption propagates.
+        Holds the write lock throughout: a write in flight from another thread (a
+        ``flush_sync()``, an ``await flush()``) finishes before closing starts, and one
+        started meanwhile waits until closing is over, so no batch can be out of the
+        writer's hands while what is left is counted and saved. If the final writes are
+        interrupted (Ctrl-C during a write), what is left is still saved, the save is
+        logged, and the interruption propagates.
         """
-        error: Exception | None = None
-        try:
-            self._flush_blocking(final=True)
-        except MetricsWriteError as exc:
-            error = exc
-        except BaseException:
+        with self._write_lock:
+            if self._closed:
+                return
+            error: Exception | None = None
+            try:
+                self._flush_locked(final=True)
+            except MetricsWriteError as exc:
+                error = exc
+            except BaseException:
+                self._close_sink()
+                unwritten = self._save_unwritten()
+                self._closed = True
+                if unwritten is not None:
+                    logger.error("closing was interrupted: %s", unwritten)
+                raise
             self._close_sink()
-            unwritten = self._save_unwritten()
-            if unwritten is not None:
-                logger.error("closing was interrupted: %s", unwritten)
-            raise
-        self._close_sink()
-        if error is not None:
-            unwritten = self._save_unwritten()
-            if unwritten is not None:
-                raise unwritten from error
+            unwritten = self._save_unwritten() if error is not None else None
+            self._closed = True
+        self._log_drops()
+        if unwritten is not None:
+            raise unwritten from error
 
     def _close_sink(self) -> None:
         try:
             self._sink.close()
         except Exception as exc:
-            logger.warning("closing the metrics sink %s failed: %r", self._describe_sink(), exc)
+            logger.warning(
+                "closing the metrics sink %s failed: %s", self._describe_sink(), safe_repr(exc)
+            )
 
     def _save_unwritten(self) -> MetricsNotWrittenError | None:
-        """Take every event not yet written and append them to the unwritten file.
+        """Take every event not yet written and append them to the unwritten file (write lock held).
 
         Returns:
-            The error that says how many and where, or ``None`` if none were left.
+            The error that says how many, where, and how many of them were saved, or
+            ``None`` if none were left.
         """
         with self._lock:
             entries = self._held or []
@@ -682,14 +727,20 @@ class BatchMetricsWriter:
         if not events:
             return None
         path = self._unwritten_path or self._default_unwritten_path()
+        saved = 0
         save_error: Exception | None = None
         try:
             data = encode_batch(events, "json").data  # before opening: no empty file
-            with open(path, "ab") as file:
-                file.write(data)
         except Exception as exc:  # the events are counted as unwritten whatever failed
             save_error = exc
-        return MetricsNotWrittenError(len(events), self._describe_sink(), path, save_error)
+        else:
+            try:
+                saved, save_error = save_lines(path, data)
+            except Exception as exc:  # a path the system refuses outright (a NUL byte)
+                save_error = exc
+        return MetricsNotWrittenError(
+            len(events), self._describe_sink(), path, save_error, saved=saved
+        )
 
     def _default_unwritten_path(self) -> str:
         if isinstance(self._sink, JsonLinesFileSink):
@@ -699,4 +750,4 @@ class BatchMetricsWriter:
     def _describe_sink(self) -> str:
         if isinstance(self._sink, JsonLinesFileSink):
             return repr(self._sink.path)
-        return repr(self._sink)
+        return safe_repr(self._sink)

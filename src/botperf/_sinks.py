@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ from typing import Any, Protocol, final, runtime_checkable
 from ._encoding import EncoderName, encode_batch, resolve_encoder
 from ._exceptions import InvalidOptionError, check_int_option
 
-__all__ = ["JsonLinesFileSink", "MetricsSink", "as_sink"]
+__all__ = ["JsonLinesFileSink", "MetricsSink", "as_sink", "save_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,19 +148,9 @@ class JsonLinesFileSink:
         # line is whole but unterminated, end that line first, so the batch's lines
         # stay whole.
         data = b"\n" + encoded.data if self._torn else encoded.data
-        start = self._size
-        written = 0
-        try:
-            while written < len(data):
-                written += os.write(fd, data[written:] if written else data)
-            if self._fsync:
-                os.fsync(fd)
-        except OSError:
-            if written:
-                self._cut_back(fd, start)
-            raise
-        self._size = start + written
-        self._torn = False
+        _, error = self._append(fd, data, keep_whole_lines=False)
+        if error is not None:
+            raise error
         self._repr_values += encoded.repr_values
 
     def close(self) -> None:
@@ -241,7 +232,41 @@ class JsonLinesFileSink:
         os.replace(self._path, f"{self._path}.1")
         self._rotations += 1
 
-    def _cut_back(self, fd: int, size: int) -> None:
+    def _append(
+        self, fd: int, data: bytes, *, keep_whole_lines: bool
+    ) -> tuple[int, OSError | None]:
+        """Append ``data`` to the file (then ``fsync`` if asked); cut a failed append back.
+
+        The system may write only part of ``data`` (a full disk). The file is then cut
+        back to where ``data`` began, or with ``keep_whole_lines`` to the end of the last
+        whole line written, so it never ends in part of a line; should even that fail,
+        the file is marked torn and the next append starts on a new line.
+
+        Returns:
+            How many bytes of ``data`` stay in the file, and the error that stopped the
+            rest (``None`` if all of it was written).
+        """
+        start = self._size
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:] if written else data)
+            if self._fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            kept = data.rfind(b"\n", 0, written) + 1 if keep_whole_lines else 0
+            if written > kept and not self._cut_back(fd, start + kept):
+                kept = written  # the fragment stays; _cut_back marked the file torn
+            elif kept:
+                self._torn = False  # the file now ends in a newline of ours
+            self._size = start + kept
+            return kept, exc
+        self._size = start + written
+        self._torn = False
+        return written, None
+
+    def _cut_back(self, fd: int, size: int) -> bool:
+        """Truncate the file to ``size`` bytes; on failure, log it and mark the file torn."""
         try:
             os.ftruncate(fd, size)
         except OSError:
@@ -251,6 +276,51 @@ class JsonLinesFileSink:
                 "which read_metrics will report; the next batch starts on a new line",
                 self._path,
             )
+            return False
+        return True
+
+
+def save_lines(path: str, data: bytes) -> tuple[int, OSError | None]:
+    """Append JSON lines to ``path`` as a last resort; return how many of them it holds.
+
+    For events a sink never took (see `botperf.MetricsNotWrittenError`). The file is
+    mended and appended to as `JsonLinesFileSink` does it, so a line never glues onto
+    a torn line an earlier save or a killed process left. Unlike a batch, a save that
+    the disk cuts short keeps the whole lines it wrote, each one event saved, and is cut
+    back to the end of the last of them. A file this call created is removed again if
+    nothing could be saved in it.
+
+    Args:
+        path: The file to append to; created if missing.
+        data: Whole lines, each ending in a newline (as `encode_batch` makes them).
+
+    Returns:
+        How many lines of ``data`` are now in the file, whole, and the error that stopped
+        the rest (``None`` if every line was saved).
+    """
+    existed = os.path.lexists(path)
+    sink = JsonLinesFileSink(path, encoder="json")
+    saved = 0
+    error: OSError | None = None
+    try:
+        fd = sink._open()
+        # After a whole last line without its newline, end that line first.
+        skip = 1 if sink._torn else 0
+        lines = b"\n" + data if skip else data
+        kept, error = sink._append(fd, lines, keep_whole_lines=True)
+        saved = lines.count(b"\n", skip, kept)
+    except OSError as exc:
+        error = exc
+    finally:
+        try:
+            sink.close()
+        except OSError as exc:  # the lines may not have reached the disk after all
+            error = error or exc
+    if not saved and not existed:
+        with contextlib.suppress(OSError):  # not ours to clean if it is not empty
+            if os.stat(path).st_size == 0:
+                os.remove(path)
+    return saved, error
 
 
 def check_file_options(
@@ -278,6 +348,8 @@ def _is_json_object(line: bytes) -> bool:
     try:
         return isinstance(json.loads(line), dict)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+    except RecursionError:  # nested deeper than the parser goes: no event read_metrics returns
         return False
 
 
