@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import stat
+import sys
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Generic, NamedTuple, cast, final
+from typing import Any, Generic, NamedTuple, NoReturn, cast, final
 
 from typing_extensions import TypeVar
+
+if sys.platform != "win32":
+    import fcntl
 
 from ._exceptions import (
     HistoryFileError,
@@ -452,14 +458,15 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
 
         The file lists the channels least to most recently used, each with its messages
         oldest first, so ``load()`` restores both orders. The JSON is written to a
-        temporary file in the same directory, flushed to disk, then renamed over
-        ``path`` (``os.replace()``): a reader, or a crash, sees the old file or the
-        new one, never half of one. The new file keeps the permission bits of the file
-        it replaces (not its owner); a file new to ``path`` gets those a plain
-        ``open(path, "w")`` would give it (``0o666`` less the umask). Counters are not
-        written. This is blocking file
-        I/O in the calling thread; the store is not thread-safe, so do not hand the
-        call to a worker thread while the event loop may still use the store.
+        temporary file beside ``path`` (``.<name>.<random>.history.tmp``), flushed to
+        disk, then renamed over ``path`` (``os.replace()``): a reader, or a crash, sees
+        the old file or the new one, never half of one. A successful dump also removes
+        the temporary files that killed dumps to ``path`` left behind. The new file
+        keeps the permission bits of the file it replaces (not its owner); a file new
+        to ``path`` gets those of a plain ``open(path, "w")``. Counters are not written.
+        This is blocking file I/O in the calling thread; the store is not thread-safe,
+        so do not hand the call to a worker thread while the event loop may still use
+        the store.
 
         Args:
             path: The file to write; its directory must exist.
@@ -467,36 +474,12 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         Raises:
             HistoryTypeError: If a channel key is not a str or an int (JSON keeps only
                 those, with their type); nothing is written.
-            OSError: If the file cannot be written; ``path`` is left as it was.
+            OSError: If the file cannot be written (a full disk, a missing directory, no
+                permission); the error is of the class the OS gave and names ``path``
+                (``filename``), which is left as it was.
         """
-        document = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "channels": [
-                {"channel": _check_dumpable(channel), "messages": list(history)}
-                for channel, history in self._channels.items()
-            ],
-        }
-        text = json.dumps(document, separators=(",", ":"))
-        target = os.fspath(path)
-        mode = _regular_file_mode(target)
-        temporary = os.path.join(
-            os.path.dirname(target) or ".", f".history-{os.urandom(8).hex()}.tmp"
-        )
-        # Created as open(target, "w") would create it: 0o666 less the umask, which the
-        # kernel applies here (reading the umask would mean changing it, for all threads).
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                if mode is not None:
-                    os.chmod(temporary, mode)
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        text = _encode_document(self._channels.items())
+        _write_atomically(os.fspath(path), text)
 
     @classmethod
     def load(
@@ -533,8 +516,10 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
 
         Raises:
             HistoryFileNotFoundError: If ``path`` does not exist or is a directory.
-            HistoryFileError: If the file is truncated, not JSON, or not a history dump;
-                the message names the file and the problem.
+            HistoryFileError: If the file is truncated, not JSON, nested too deeply, or
+                not a history dump; the message names the file and the problem.
+            OSError: If the file cannot be read (no permission, an I/O error); the
+                error is of the class the OS gave and names ``path`` (``filename``).
             InvalidOptionError: If an option is out of range or of the wrong type.
         """
         store = cls(
@@ -546,16 +531,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
             on_evict=on_evict,
         )
         file_path = os.fspath(path)
-        if not os.path.isfile(file_path):
-            raise HistoryFileNotFoundError(file_path)
-        try:
-            with open(file_path, encoding="utf-8") as file:
-                document = json.load(file)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            raise HistoryFileError(
-                file_path, f"not valid JSON, truncated or corrupt ({exc})"
-            ) from exc
-        for channel, messages in _parse_document(file_path, document):
+        for channel, messages in _parse_document(file_path, _read_document(file_path)):
             for role, content, author in messages:
                 store.append(cast(ChannelT, channel), role, content, author=author)
         return store
@@ -589,6 +565,188 @@ def _unhashable(channel: object) -> HistoryTypeError:
     return HistoryTypeError("channel", channel, "a hashable key such as an int or str")
 
 
+def _refuse(path: str, problem: str, cause: BaseException | None = None) -> NoReturn:
+    """Raise the file-format error for a history file that is not a readable dump."""
+    raise HistoryFileError(path, problem) from cause
+
+
+def _naming(error: OSError, path: str, action: str) -> OSError:
+    """Return ``error`` as a new error of its class whose ``filename`` is ``path``."""
+    return type(error)(error.errno, f"{error.strerror or error} ({action})", path)
+
+
+# An int key beyond this many bits is written as {"int": "<hex>"}: as a JSON number it
+# could exceed `sys.set_int_max_str_digits` (at least 640 digits) when dumped or loaded,
+# whereas hexadecimal conversions are never limited.
+_MAX_NUMBER_BITS = 2000
+
+
+def _encode_channel(channel: object) -> object:
+    if type(channel) is int:
+        return channel if channel.bit_length() <= _MAX_NUMBER_BITS else {"int": hex(channel)}
+    if type(channel) is str:
+        return channel
+    raise HistoryTypeError(
+        "channel",
+        channel,
+        "a str or int to be written by dump() (JSON keeps only those, with their type)",
+    )
+
+
+def _decode_channel(path: str, where: str, channel: object) -> int | str:
+    if type(channel) is int or type(channel) is str:
+        return channel
+    if isinstance(channel, dict) and len(channel) == 1 and type(channel.get("int")) is str:
+        try:
+            return int(channel["int"], 16)
+        except ValueError:
+            pass
+    _refuse(path, f'{where}["channel"] is not a str or an int')
+
+
+def _encode_document(channels: Iterable[tuple[object, Iterable[Message]]]) -> str:
+    document = {
+        "format": _FORMAT,
+        "version": _FORMAT_VERSION,
+        "channels": [
+            {"channel": _encode_channel(channel), "messages": list(history)}
+            for channel, history in channels
+        ],
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
+def _read_document(path: str) -> Any:
+    """Read and decode the JSON document at ``path``."""
+    try:
+        status = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise HistoryFileNotFoundError(path) from None
+    except OSError as exc:
+        raise _naming(exc, path, "HistoryStore.load() could not read it") from exc
+    if not stat.S_ISREG(status.st_mode):
+        raise HistoryFileNotFoundError(path)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        raise HistoryFileNotFoundError(path) from None
+    except OSError as exc:
+        raise _naming(exc, path, "HistoryStore.load() could not read it") from exc
+    except ValueError as exc:  # UnicodeDecodeError
+        _refuse(path, f"not valid JSON, truncated or corrupt ({exc})", exc)
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or a number of too many digits
+        _refuse(path, f"not valid JSON, truncated or corrupt ({exc})", exc)
+    except RecursionError as exc:
+        _refuse(path, "nested too deeply to be a history dump", exc)
+
+
+def _write_atomically(target: str, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``target``, then rename it over ``target``.
+
+    Raises:
+        OSError: Naming ``target``, which is left as it was.
+    """
+    directory, name = os.path.split(target)
+    directory = directory or "."
+    mode = _regular_file_mode(target)
+    try:
+        descriptor, temporary = _create_temporary(directory, name)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                if mode is not None:
+                    os.chmod(temporary, mode)
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+                if sys.platform != "win32":
+                    # Renamed while still locked, so no other dump takes it for stale.
+                    os.replace(temporary, target)
+            if sys.platform == "win32":
+                os.replace(temporary, target)  # Windows renames no open file
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        raise _naming(exc, target, "HistoryStore.dump() could not write it") from exc
+    _remove_stale_temporaries(directory, name)
+
+
+_TMP = ".history.tmp"
+
+
+def _temporary_prefix(name: str) -> str:
+    """Return the start of the temporary files' names of dumps to the file ``name``."""
+    if len(os.fsencode(name)) > 200:  # keeps the temporary name within NAME_MAX (255)
+        name = hashlib.blake2b(os.fsencode(name), digest_size=16).hexdigest()
+    return f".{name}."
+
+
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+    """Create and lock a new temporary file for a dump to ``name``; return it and its path.
+
+    The lock, held until the file is renamed, tells other dumps it is not stale.
+    """
+    prefix = _temporary_prefix(name)
+    while True:
+        temporary = os.path.join(directory, f"{prefix}{os.urandom(8).hex()}{_TMP}")
+        # Created as open(target, "w") would create it: 0o666 less the umask, which the
+        # kernel applies here (reading the umask would mean changing it, for all threads).
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        if sys.platform == "win32":
+            return descriptor, temporary
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            # No locks here (some network file systems): other dumps cannot take the
+            # lock either, and so leave the file alone.
+            return descriptor, temporary
+        if os.fstat(descriptor).st_nlink > 0:
+            return descriptor, temporary
+        # Another dump took it for stale between its creation and the lock.
+        os.close(descriptor)
+
+
+def _remove_stale_temporaries(directory: str, name: str) -> None:
+    """Remove the temporary files that killed dumps to ``name`` left in ``directory``.
+
+    A file is stale when no process holds its lock (a lock ends with its process). On
+    Windows, which has no such lock, a file another dump holds open cannot be removed.
+    Best effort: a failure leaves the file for the next dump.
+    """
+    prefix = _temporary_prefix(name)
+    try:
+        with os.scandir(directory) as entries:
+            stale = [
+                entry.path
+                for entry in entries
+                if entry.name.startswith(prefix)
+                and entry.name.endswith(_TMP)
+                and _is_token(entry.name[len(prefix) : -len(_TMP)])
+                and entry.is_file(follow_symlinks=False)
+            ]
+    except OSError:
+        return
+    for path in stale:
+        with contextlib.suppress(OSError):
+            if sys.platform == "win32":
+                os.unlink(path)
+                continue
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails if in use
+                os.unlink(path)
+            finally:
+                os.close(descriptor)
+
+
+def _is_token(text: str) -> bool:
+    return len(text) == 16 and all(character in "0123456789abcdef" for character in text)
+
+
 def _regular_file_mode(path: str) -> int | None:
     """Return the permission bits of the regular file at ``path``, or None if there is none."""
     try:
@@ -598,39 +756,27 @@ def _regular_file_mode(path: str) -> int | None:
     return stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
 
 
-def _check_dumpable(channel: object) -> object:
-    if type(channel) is not int and type(channel) is not str:
-        raise HistoryTypeError(
-            "channel",
-            channel,
-            "a str or int to be written by dump() (JSON keeps only those, with their type)",
-        )
-    return channel
-
-
 def _parse_document(
     path: str, document: Any
 ) -> list[tuple[int | str, list[tuple[str, str, str | None]]]]:
     """Check a loaded dump's structure; return its channels, before any is appended."""
     if not isinstance(document, dict) or document.get("format") != _FORMAT:
-        raise HistoryFileError(path, f'not a HistoryStore dump (no "format": {_FORMAT!r})')
+        _refuse(path, f'not a HistoryStore dump (no "format": {_FORMAT!r})')
     if document.get("version") != _FORMAT_VERSION:
-        raise HistoryFileError(
+        _refuse(
             path,
             f"dump format version {document.get('version')!r} is not supported "
             f"(this botperf reads version {_FORMAT_VERSION})",
         )
     channels = document.get("channels")
     if not isinstance(channels, list):
-        raise HistoryFileError(path, '"channels" is not a list')
+        _refuse(path, '"channels" is not a list')
     parsed = []
     for index, item in enumerate(channels):
         where = f"channels[{index}]"
         if not isinstance(item, dict) or not isinstance(item.get("messages"), list):
-            raise HistoryFileError(path, f'{where} is not an object with a "messages" list')
-        channel = item.get("channel")
-        if type(channel) is not int and type(channel) is not str:
-            raise HistoryFileError(path, f'{where}["channel"] is not a str or an int')
+            _refuse(path, f'{where} is not an object with a "messages" list')
+        channel = _decode_channel(path, where, item.get("channel"))
         messages = []
         for number, message in enumerate(item["messages"]):
             if not (
@@ -641,7 +787,7 @@ def _parse_document(
                 and isinstance(message[1], str)
                 and (message[2] is None or isinstance(message[2], str))
             ):
-                raise HistoryFileError(
+                _refuse(
                     path,
                     f"{where}.messages[{number}] is not a [role, content, author] triple "
                     "of a non-empty str, a str and a str or null",
