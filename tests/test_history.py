@@ -353,6 +353,16 @@ def test_load_of_a_file_that_fails_to_read_names_it() -> None:
     assert info.value.filename == "/proc/self/mem"
 
 
+@posix_modes
+def test_load_of_a_symlink_loop_raises_the_os_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    path.symlink_to(path)
+    with pytest.raises(OSError, match=r"h\.json") as info:
+        HistoryStore.load(path)
+    assert info.value.errno == errno.ELOOP
+    assert info.value.filename == str(path)
+
+
 def test_load_of_a_directory_is_still_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(HistoryFileNotFoundError):
         HistoryStore.load(tmp_path)

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import os
-import stat
-import sys
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
 from itertools import islice
-from typing import Any, Generic, NamedTuple, NoReturn, cast, final
+from typing import Generic, cast, final
 
 from typing_extensions import TypeVar
 
-if sys.platform != "win32":
-    import fcntl
-
-from ._exceptions import (
-    HistoryFileError,
-    HistoryFileNotFoundError,
-    HistoryTypeError,
-    HistoryValueError,
-    InvalidOptionError,
-    check_int_option,
+from ._history_base import (
+    HistoryStats,
+    Message,
+    StoreOptions,
+    approximate_tokens,
+    check_message,
+    unhashable_channel,
 )
+from ._history_file import read_history, write_history
 
 __all__ = ["HistoryStats", "HistoryStore", "Message", "approximate_tokens"]
 
@@ -36,147 +28,10 @@ logger = logging.getLogger(__name__)
 ChannelT = TypeVar("ChannelT", bound=Hashable, default=Hashable)
 
 _OWNER = "HistoryStore"
-_FORMAT = "botperf.history"
-_FORMAT_VERSION = 1
 
 
 @final
-class Message(NamedTuple):
-    """One chat message: an immutable ``(role, content, author)`` value.
-
-    Attributes:
-        role: Who speaks, as the LLM API names it: ``"user"``, ``"assistant"``, ...
-        content: The text.
-        author: Optionally, who wrote it (a user name or id as text); kept in the
-            history and in dumps, but not sent by ``HistoryStore.as_messages()``.
-    """
-
-    role: str
-    content: str
-    author: str | None = None
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class HistoryStats:
-    """A snapshot of a ``HistoryStore``'s counters, from ``HistoryStore.stats``.
-
-    Attributes:
-        hits: Reads (``get()``, ``as_messages()``) of a channel the store held.
-        misses: Reads of a channel it did not hold.
-        evictions: Channels dropped because the store held ``max_channels`` of them.
-        evict_errors: Calls of the ``on_evict`` callback that raised (each was logged).
-        over_budget: Prompts ``as_messages()`` returned over ``max_tokens`` because the
-            system prompt and the newest message alone exceed it.
-        channels: Channels held now.
-        messages: Messages held now, over all channels.
-    """
-
-    hits: int
-    misses: int
-    evictions: int
-    evict_errors: int
-    over_budget: int
-    channels: int
-    messages: int
-
-
-def approximate_tokens(text: str) -> int:
-    """Estimate the tokens of ``text`` as ``ceil(len(text) / 4)``: the default token counter.
-
-    Four characters per token is the usual rule of thumb for English text with
-    OpenAI- and Llama-style tokenizers. It costs tens of nanoseconds, but it is only
-    an estimate: leave headroom in ``max_tokens``, or pass the model's own tokenizer
-    as ``count_tokens``.
-
-    Args:
-        text: The text to measure.
-
-    Returns:
-        The estimated number of tokens (0 for an empty string).
-    """
-    return (len(text) + 3) // 4
-
-
-# Message(...) runs namedtuple's Python-level __new__ (about 200 ns); tuple.__new__
-# builds the same value from the fields append() has validated in about 90 ns.
-_new_tuple = tuple.__new__
-
-
-class StoreOptions:
-    """The checked options every history store keeps: the in-memory and the Redis one."""
-
-    _max_channels: int
-    _max_messages: int
-    _max_tokens: int | None
-    _count_tokens: Callable[[str], int]
-    _system_prompt: str | None
-    _system_tokens: int
-
-    def _configure(
-        self,
-        owner: str,
-        *,
-        max_channels: object,
-        max_messages: object,
-        max_tokens: object,
-        count_tokens: object,
-        system_prompt: object,
-        on_evict: object,
-    ) -> None:
-        """Check the store's options, keep them and count the system prompt's tokens.
-
-        Raises:
-            InvalidOptionError: If an option is of the wrong type or out of range, or the
-                system prompt alone fills ``max_tokens``.
-            HistoryValueError: If ``count_tokens`` returns something other than a
-                non-negative int for the system prompt.
-        """
-        self._max_channels = check_int_option(owner, "max_channels", max_channels, minimum=1)
-        self._max_messages = check_int_option(owner, "max_messages", max_messages, minimum=1)
-        self._max_tokens = (
-            None
-            if max_tokens is None
-            else check_int_option(owner, "max_tokens", max_tokens, minimum=1)
-        )
-        if count_tokens is not None and not callable(count_tokens):
-            raise InvalidOptionError(
-                owner, "count_tokens", count_tokens, "a callable str -> int, or None"
-            )
-        if on_evict is not None and not callable(on_evict):
-            raise InvalidOptionError(
-                owner, "on_evict", on_evict, "a callable (channel, messages) -> None, or None"
-            )
-        if system_prompt is not None and not isinstance(system_prompt, str):
-            raise InvalidOptionError(owner, "system_prompt", system_prompt, "a str or None")
-        self._count_tokens = approximate_tokens if count_tokens is None else count_tokens
-        self._system_prompt = system_prompt
-        self._system_tokens = 0
-        if system_prompt is not None and self._max_tokens is not None:
-            self._system_tokens = self._count("system_prompt", system_prompt)
-            if self._system_tokens >= self._max_tokens:
-                raise InvalidOptionError(
-                    owner,
-                    "max_tokens",
-                    max_tokens,
-                    f"more than the system prompt's {self._system_tokens} tokens, "
-                    "to leave room for messages",
-                )
-
-    def _count(self, what: str, text: str) -> int:
-        """Return ``count_tokens(text)``, checked to be a non-negative int.
-
-        Raises:
-            HistoryValueError: If it is not; ``what`` names the text counted.
-        """
-        count = self._count_tokens(text)
-        if type(count) is not int or count < 0:
-            raise HistoryValueError(f"count_tokens({what})", count, "a non-negative int")
-        return count
-
-
-@final
-class HistoryStore(StoreOptions, Generic[ChannelT]):
+class HistoryStore(Generic[ChannelT]):
     """The last messages of each channel, least recently used channel evicted first.
 
     A channel is any hashable key (a Discord channel id, a ``(guild, user)`` pair);
@@ -233,7 +88,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         system_prompt: str | None = None,
         on_evict: Callable[[ChannelT, tuple[Message, ...]], object] | None = None,
     ) -> None:
-        self._configure(
+        options = StoreOptions.check(
             _OWNER,
             max_channels=max_channels,
             max_messages=max_messages,
@@ -242,10 +97,14 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
             system_prompt=system_prompt,
             on_evict=on_evict,
         )
+        self._options = options
+        # The limits append() reads, as attributes of the store: one lookup fewer each.
+        self._max_channels = options.max_channels
+        self._max_messages = options.max_messages
         self._on_evict = on_evict
         self._channels: OrderedDict[ChannelT, deque[Message]] = OrderedDict()
         # Token counts, parallel to each channel's messages; only kept with a budget.
-        self._tokens: dict[ChannelT, deque[int]] | None = None if self._max_tokens is None else {}
+        self._tokens: dict[ChannelT, deque[int]] | None = None if options.max_tokens is None else {}
         self._hits = 0
         self._misses = 0
         self._evictions = 0
@@ -277,28 +136,20 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
             HistoryValueError: If ``role`` is empty, or ``count_tokens`` returned
                 something other than a non-negative int.
         """
-        if not isinstance(role, str):
-            raise HistoryTypeError("role", role, "a non-empty str such as 'user'")
-        if not role:
-            raise HistoryValueError("role", role, "a non-empty str such as 'user'")
-        if not isinstance(content, str):
-            raise HistoryTypeError("content", content, "a str")
-        if author is not None and not isinstance(author, str):
-            raise HistoryTypeError("author", author, "a str or None")
+        message = check_message(role, content, author)
         channels = self._channels
         try:
             history = channels.get(channel)
         except TypeError:
-            raise _unhashable(channel) from None
+            raise unhashable_channel(channel) from None
         tokens = self._tokens
         if tokens is not None:
             # Counted first, so a failing counter leaves the store unchanged.
-            count = self._count("content", content)
+            count = self._options.count("content", content)
             counts = tokens.get(channel)
             if counts is None:
                 counts = tokens[channel] = deque(maxlen=self._max_messages)
             counts.append(count)
-        message = _new_tuple(Message, (role, content, author))
         if history is not None:
             channels.move_to_end(channel)
             # A full deque drops its oldest message as it takes this one: no change then.
@@ -340,7 +191,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         try:
             history = channels.get(channel)
         except TypeError:
-            raise _unhashable(channel) from None
+            raise unhashable_channel(channel) from None
         if history is None:
             self._misses += 1
             return ()
@@ -375,21 +226,15 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
             HistoryTypeError: If ``channel`` is unhashable.
         """
         history = self._touch(channel)
-        system_prompt = self._system_prompt
-        prompt = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+        prompt = self._options.prompt_start()
         if history is None:
             return prompt
         first = 0
-        if self._tokens is not None and self._max_tokens is not None:
-            first = len(history)
-            remaining = self._max_tokens - self._system_tokens
-            for count in reversed(self._tokens[channel]):
-                remaining -= count
-                if remaining < 0:
-                    break
-                first -= 1
-            if first == len(history):
-                first -= 1  # the newest message is kept even over budget
+        if self._tokens is not None:
+            first, over_budget = self._options.first_kept(
+                reversed(self._tokens[channel]), len(history)
+            )
+            if over_budget:
                 self._over_budget += 1
         prompt.extend(
             {"role": message.role, "content": message.content}
@@ -411,7 +256,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         try:
             history = self._channels.pop(channel, None)
         except TypeError:
-            raise _unhashable(channel) from None
+            raise unhashable_channel(channel) from None
         if history is not None:
             self._messages -= len(history)
         if self._tokens is not None:
@@ -450,7 +295,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
     def __repr__(self) -> str:
         return (
             f"HistoryStore(channels={len(self._channels)}/{self._max_channels}, "
-            f"max_messages={self._max_messages}, max_tokens={self._max_tokens})"
+            f"max_messages={self._max_messages}, max_tokens={self._options.max_tokens})"
         )
 
     def dump(self, path: str | os.PathLike[str]) -> None:
@@ -478,8 +323,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
                 permission); the error is of the class the OS gave and names ``path``
                 (``filename``), which is left as it was.
         """
-        text = _encode_document(self._channels.items())
-        _write_atomically(os.fspath(path), text)
+        write_history(path, self._channels.items())
 
     @classmethod
     def load(
@@ -530,8 +374,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
             system_prompt=system_prompt,
             on_evict=on_evict,
         )
-        file_path = os.fspath(path)
-        for channel, messages in _parse_document(file_path, _read_document(file_path)):
+        for channel, messages in read_history(path):
             for role, content, author in messages:
                 store.append(cast(ChannelT, channel), role, content, author=author)
         return store
@@ -540,7 +383,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         try:
             history = self._channels.get(channel)
         except TypeError:
-            raise _unhashable(channel) from None
+            raise unhashable_channel(channel) from None
         if history is None:
             self._misses += 1
             return None
@@ -559,239 +402,3 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         except Exception:
             self._evict_errors += 1
             logger.exception("on_evict callback %r failed for channel %r", on_evict, channel)
-
-
-def _unhashable(channel: object) -> HistoryTypeError:
-    return HistoryTypeError("channel", channel, "a hashable key such as an int or str")
-
-
-def _refuse(path: str, problem: str, cause: BaseException | None = None) -> NoReturn:
-    """Raise the file-format error for a history file that is not a readable dump."""
-    raise HistoryFileError(path, problem) from cause
-
-
-def _naming(error: OSError, path: str, action: str) -> OSError:
-    """Return ``error`` as a new error of its class whose ``filename`` is ``path``."""
-    return type(error)(error.errno, f"{error.strerror or error} ({action})", path)
-
-
-# An int key beyond this many bits is written as {"int": "<hex>"}: as a JSON number it
-# could exceed `sys.set_int_max_str_digits` (at least 640 digits) when dumped or loaded,
-# whereas hexadecimal conversions are never limited.
-_MAX_NUMBER_BITS = 2000
-
-
-def _encode_channel(channel: object) -> object:
-    if type(channel) is int:
-        return channel if channel.bit_length() <= _MAX_NUMBER_BITS else {"int": hex(channel)}
-    if type(channel) is str:
-        return channel
-    raise HistoryTypeError(
-        "channel",
-        channel,
-        "a str or int to be written by dump() (JSON keeps only those, with their type)",
-    )
-
-
-def _decode_channel(path: str, where: str, channel: object) -> int | str:
-    if type(channel) is int or type(channel) is str:
-        return channel
-    if isinstance(channel, dict) and len(channel) == 1 and type(channel.get("int")) is str:
-        try:
-            return int(channel["int"], 16)
-        except ValueError:
-            pass
-    _refuse(path, f'{where}["channel"] is not a str or an int')
-
-
-def _encode_document(channels: Iterable[tuple[object, Iterable[Message]]]) -> str:
-    document = {
-        "format": _FORMAT,
-        "version": _FORMAT_VERSION,
-        "channels": [
-            {"channel": _encode_channel(channel), "messages": list(history)}
-            for channel, history in channels
-        ],
-    }
-    return json.dumps(document, separators=(",", ":"))
-
-
-def _read_document(path: str) -> Any:
-    """Read and decode the JSON document at ``path``."""
-    try:
-        status = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise HistoryFileNotFoundError(path) from None
-    except OSError as exc:
-        raise _naming(exc, path, "HistoryStore.load() could not read it") from exc
-    if not stat.S_ISREG(status.st_mode):
-        raise HistoryFileNotFoundError(path)
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except FileNotFoundError:
-        raise HistoryFileNotFoundError(path) from None
-    except OSError as exc:
-        raise _naming(exc, path, "HistoryStore.load() could not read it") from exc
-    except ValueError as exc:  # UnicodeDecodeError
-        _refuse(path, f"not valid JSON, truncated or corrupt ({exc})", exc)
-    try:
-        return json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, or a number of too many digits
-        _refuse(path, f"not valid JSON, truncated or corrupt ({exc})", exc)
-    except RecursionError as exc:
-        _refuse(path, "nested too deeply to be a history dump", exc)
-
-
-def _write_atomically(target: str, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``target``, then rename it over ``target``.
-
-    Raises:
-        OSError: Naming ``target``, which is left as it was.
-    """
-    directory, name = os.path.split(target)
-    directory = directory or "."
-    mode = _regular_file_mode(target)
-    try:
-        descriptor, temporary = _create_temporary(directory, name)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                if mode is not None:
-                    os.chmod(temporary, mode)
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-                if sys.platform != "win32":
-                    # Renamed while still locked, so no other dump takes it for stale.
-                    os.replace(temporary, target)
-            if sys.platform == "win32":
-                os.replace(temporary, target)  # Windows renames no open file
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-    except OSError as exc:
-        raise _naming(exc, target, "HistoryStore.dump() could not write it") from exc
-    _remove_stale_temporaries(directory, name)
-
-
-_TMP = ".history.tmp"
-
-
-def _temporary_prefix(name: str) -> str:
-    """Return the start of the temporary files' names of dumps to the file ``name``."""
-    if len(os.fsencode(name)) > 200:  # keeps the temporary name within NAME_MAX (255)
-        name = hashlib.blake2b(os.fsencode(name), digest_size=16).hexdigest()
-    return f".{name}."
-
-
-def _create_temporary(directory: str, name: str) -> tuple[int, str]:
-    """Create and lock a new temporary file for a dump to ``name``; return it and its path.
-
-    The lock, held until the file is renamed, tells other dumps it is not stale.
-    """
-    prefix = _temporary_prefix(name)
-    while True:
-        temporary = os.path.join(directory, f"{prefix}{os.urandom(8).hex()}{_TMP}")
-        # Created as open(target, "w") would create it: 0o666 less the umask, which the
-        # kernel applies here (reading the umask would mean changing it, for all threads).
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        if sys.platform == "win32":
-            return descriptor, temporary
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        except OSError:
-            # No locks here (some network file systems): other dumps cannot take the
-            # lock either, and so leave the file alone.
-            return descriptor, temporary
-        if os.fstat(descriptor).st_nlink > 0:
-            return descriptor, temporary
-        # Another dump took it for stale between its creation and the lock.
-        os.close(descriptor)
-
-
-def _remove_stale_temporaries(directory: str, name: str) -> None:
-    """Remove the temporary files that killed dumps to ``name`` left in ``directory``.
-
-    A file is stale when no process holds its lock (a lock ends with its process). On
-    Windows, which has no such lock, a file another dump holds open cannot be removed.
-    Best effort: a failure leaves the file for the next dump.
-    """
-    prefix = _temporary_prefix(name)
-    try:
-        with os.scandir(directory) as entries:
-            stale = [
-                entry.path
-                for entry in entries
-                if entry.name.startswith(prefix)
-                and entry.name.endswith(_TMP)
-                and _is_token(entry.name[len(prefix) : -len(_TMP)])
-                and entry.is_file(follow_symlinks=False)
-            ]
-    except OSError:
-        return
-    for path in stale:
-        with contextlib.suppress(OSError):
-            if sys.platform == "win32":
-                os.unlink(path)
-                continue
-            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails if in use
-                os.unlink(path)
-            finally:
-                os.close(descriptor)
-
-
-def _is_token(text: str) -> bool:
-    return len(text) == 16 and all(character in "0123456789abcdef" for character in text)
-
-
-def _regular_file_mode(path: str) -> int | None:
-    """Return the permission bits of the regular file at ``path``, or None if there is none."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None  # nothing to keep; creating the new file reports any real problem
-    return stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
-
-
-def _parse_document(
-    path: str, document: Any
-) -> list[tuple[int | str, list[tuple[str, str, str | None]]]]:
-    """Check a loaded dump's structure; return its channels, before any is appended."""
-    if not isinstance(document, dict) or document.get("format") != _FORMAT:
-        _refuse(path, f'not a HistoryStore dump (no "format": {_FORMAT!r})')
-    if document.get("version") != _FORMAT_VERSION:
-        _refuse(
-            path,
-            f"dump format version {document.get('version')!r} is not supported "
-            f"(this botperf reads version {_FORMAT_VERSION})",
-        )
-    channels = document.get("channels")
-    if not isinstance(channels, list):
-        _refuse(path, '"channels" is not a list')
-    parsed = []
-    for index, item in enumerate(channels):
-        where = f"channels[{index}]"
-        if not isinstance(item, dict) or not isinstance(item.get("messages"), list):
-            _refuse(path, f'{where} is not an object with a "messages" list')
-        channel = _decode_channel(path, where, item.get("channel"))
-        messages = []
-        for number, message in enumerate(item["messages"]):
-            if not (
-                isinstance(message, list)
-                and len(message) == 3
-                and isinstance(message[0], str)
-                and message[0]
-                and isinstance(message[1], str)
-                and (message[2] is None or isinstance(message[2], str))
-            ):
-                _refuse(
-                    path,
-                    f"{where}.messages[{number}] is not a [role, content, author] triple "
-                    "of a non-empty str, a str and a str or null",
-                )
-            messages.append((message[0], message[1], message[2]))
-        parsed.append((channel, messages))
-    return parsed
