@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import json
 import logging
 import os
 import stat
+import subprocess
 import sys
+import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,10 +18,13 @@ from typing import Any
 
 import pytest
 from history_contract import DumpLoadContract, HistoryContract, LoadFactory, StoreFactory
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from botperf import (
     BotperfError,
     HistoryFileError,
+    HistoryFileNotFoundError,
     HistoryStats,
     HistoryStore,
     HistoryTypeError,
@@ -233,3 +242,277 @@ def test_repr_shows_size_and_limits() -> None:
     store: HistoryStore[int] = HistoryStore(max_channels=10, max_messages=5)
     store.append(1, "user", "hi")
     assert repr(store) == "HistoryStore(channels=1/10, max_messages=5, max_tokens=None)"
+
+
+# Hostile and failing files: what fault injection found (issue 13).
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"format": "botperf.history", "version": 1, "channels": [{"channel": 1, '
+        '"messages": [["user", "hi", ' + "[" * 100_000 + "]" * 100_000 + "]]}]}",
+    ],
+    ids=["document", "message"],
+)
+def test_load_of_deeply_nested_json_is_a_file_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(HistoryFileError, match=r"deep\.json.*nested too deeply") as info:
+        HistoryStore.load(path)
+    assert info.value.path == str(path)
+
+
+def _full_store(channels: int, *, content: str = "x" * 100) -> HistoryStore[int]:
+    store: HistoryStore[int] = HistoryStore(max_channels=channels)
+    for channel in range(channels):
+        for _ in range(50):
+            store.append(channel, "user", content)
+    return store
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a real 64 KiB tmpfs, unmounted afterwards."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a 64 KiB tmpfs needs root on Linux (CI runs the tests as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]
+    result = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_dump_onto_a_full_disk_names_the_file_and_keeps_the_old_one(small_disk: Path) -> None:
+    path = small_disk / "h.json"
+    _full_store(1, content="old").dump(path)
+    old = path.read_bytes()
+    with pytest.raises(OSError, match=r"No space left.*h\.json") as info:
+        _full_store(100).dump(path)  # about 600 KB
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(path)
+    assert isinstance(info.value.__cause__, OSError)
+    assert path.read_bytes() == old
+    assert [p.name for p in small_disk.iterdir()] == ["h.json"]
+
+
+def test_dump_into_a_missing_directory_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "h.json"
+    with pytest.raises(FileNotFoundError) as info:
+        HistoryStore().dump(path)
+    assert info.value.filename == str(path)
+
+
+# Loads the store as another user: root reads any file, whatever its mode.
+_LOAD_AS_NOBODY = """
+import os, sys
+from botperf import HistoryStore
+os.setgid(65534)
+os.setuid(65534)
+try:
+    HistoryStore.load(sys.argv[1])
+except OSError as exc:
+    print(type(exc).__name__, exc.filename, exc, sep="\\n")
+"""
+
+
+@posix_modes
+def test_load_of_an_unreadable_file_raises_permission_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    HistoryStore().dump(path)
+    path.chmod(0)
+    if os.geteuid() != 0:
+        with pytest.raises(PermissionError) as info:
+            HistoryStore.load(path)
+        assert info.value.filename == str(path)
+        assert "h.json" in str(info.value)
+        return
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_AS_NOBODY, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    name, filename, message = result.stdout.splitlines()
+    assert (name, filename) == ("PermissionError", str(path))
+    assert "HistoryStore.load()" in message
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/self/mem"), reason="needs Linux's /proc/self/mem")
+def test_load_of_a_file_that_fails_to_read_names_it() -> None:
+    # Reading /proc/self/mem from offset 0 fails with EIO, for root too.
+    with pytest.raises(OSError, match=r"/proc/self/mem") as info:
+        HistoryStore.load("/proc/self/mem")
+    assert info.value.errno == errno.EIO
+    assert info.value.filename == "/proc/self/mem"
+
+
+@posix_modes
+def test_load_of_a_symlink_loop_raises_the_os_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    path.symlink_to(path)
+    with pytest.raises(OSError, match=r"h\.json") as info:
+        HistoryStore.load(path)
+    assert info.value.errno == errno.ELOOP
+    assert info.value.filename == str(path)
+
+
+def test_load_of_a_directory_is_still_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(HistoryFileNotFoundError):
+        HistoryStore.load(tmp_path)
+
+
+_set_digits = getattr(sys, "set_int_max_str_digits", None)
+_digit_limits = [None] if _set_digits is None else [0, 640, 4300]
+
+
+@contextlib.contextmanager
+def _int_max_str_digits(limit: int | None) -> Iterator[None]:
+    if limit is None or _set_digits is None:
+        yield
+        return
+    previous = sys.get_int_max_str_digits()
+    _set_digits(limit)
+    try:
+        yield
+    finally:
+        _set_digits(previous)
+
+
+KEYS = st.text() | st.integers() | st.integers(min_value=-(10**6000), max_value=10**6000)
+
+
+@given(
+    channels=st.lists(KEYS, min_size=1, max_size=4, unique_by=lambda key: (type(key), key)),
+    dump_limit=st.sampled_from(_digit_limits),
+    load_limit=st.sampled_from(_digit_limits),
+)
+@example(
+    channels=[10**5000, -(10**5000), 2**2000, -(2**2000), 2**2001], dump_limit=4300, load_limit=640
+)
+def test_every_int_and_str_key_round_trips(
+    channels: list[int | str], dump_limit: int | None, load_limit: int | None
+) -> None:
+    store: HistoryStore[int | str] = HistoryStore()
+    for channel in channels:
+        store.append(channel, "user", "hi")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "h.json"
+        with _int_max_str_digits(dump_limit):
+            store.dump(path)
+        with _int_max_str_digits(load_limit):
+            loaded: HistoryStore[int | str] = HistoryStore.load(path)
+    assert loaded.channels() == channels
+    assert [type(channel) for channel in loaded.channels()] == [type(c) for c in channels]
+
+
+@pytest.mark.parametrize(
+    "channel", [{"int": 1}, {"int": "0xg"}, {"int": "1", "x": 1}, {"hex": "0x1"}], ids=repr
+)
+def test_load_refuses_a_malformed_big_int_key(tmp_path: Path, channel: object) -> None:
+    path = tmp_path / "h.json"
+    document = {
+        "format": "botperf.history",
+        "version": 1,
+        "channels": [{"channel": channel, "messages": []}],
+    }
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(HistoryFileError, match=r'channels\[0\]\["channel"\]'):
+        HistoryStore.load(path)
+
+
+# Dumps a big store to argv[1] and stops itself (SIGSTOP) just before the temporary file
+# is synced, so that the test kills it exactly while the dump is under way.
+_DUMP_AND_STOP = """
+import os, signal, sys
+from botperf import HistoryStore
+
+store = HistoryStore()
+for channel in range(1000):
+    for number in range(50):
+        store.append(channel, "user", f"message {number} of channel {channel}")
+
+def stop_at_fsync(frame, event, arg):
+    if event == "c_call" and arg is os.fsync:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+sys.setprofile(stop_at_fsync)
+store.dump(sys.argv[1])
+"""
+
+
+def _temporaries(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+@contextlib.contextmanager
+def _dump_stopped_midway(path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a dump to ``path`` in a child process, stopped with its temporary file written."""
+    child = subprocess.Popen([sys.executable, "-c", _DUMP_AND_STOP, str(path)])
+    try:
+        _, status = os.waitpid(child.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), f"the dumping child ended early (status {status})"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+@posix_modes
+def test_next_dump_removes_the_temporaries_of_killed_dumps(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    for _ in range(3):
+        with _dump_stopped_midway(path):
+            pass  # killed mid-dump as the block ends
+    assert len(_temporaries(tmp_path)) == 3
+    store = _full_store(2)
+    store.dump(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["h.json"]
+    assert HistoryStore.load(path).channels() == [0, 1]
+
+
+@posix_modes
+def test_dump_leaves_the_temporaries_of_other_files_and_of_dumps_under_way(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.json"
+    with _dump_stopped_midway(tmp_path / "other.json"):
+        pass
+    (tmp_path / ".h.json.notes.tmp").write_text("mine", encoding="utf-8")
+    others = _temporaries(tmp_path)
+    with _dump_stopped_midway(path):
+        [under_way] = set(_temporaries(tmp_path)) - set(others)
+        HistoryStore().dump(path)
+        assert _temporaries(tmp_path) == sorted([*others, under_way])
+    HistoryStore().dump(path)  # the stopped dump was killed: now its file is stale
+    assert _temporaries(tmp_path) == others
+
+
+def test_concurrent_dumps_to_one_path_all_succeed(tmp_path: Path) -> None:
+    # Each dump removes stale temporary files: never those of a dump under way.
+    path = tmp_path / "h.json"
+    errors: list[BaseException] = []
+
+    def dump_often(channel: int) -> None:
+        store: HistoryStore[int] = HistoryStore()
+        store.append(channel, "user", "hi")
+        try:
+            for _ in range(100):
+                store.dump(path)
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=dump_often, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == ["h.json"]
+    assert HistoryStore.load(path).channels()[0] in range(4)

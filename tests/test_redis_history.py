@@ -139,8 +139,9 @@ async def test_concurrent_appends_from_many_clients_keep_every_limit(redis_url: 
     def record(channel: int | str, messages: tuple[Message, ...]) -> None:
         evicted.append((channel, messages))
 
+    # 200 appends at once: a generous timeout, so that a loaded machine cannot fail them.
     stores = [
-        RedisHistoryStore(redis_url, max_channels=5, max_messages=3, on_evict=record)
+        RedisHistoryStore(redis_url, timeout=60, max_channels=5, max_messages=3, on_evict=record)
         for _ in range(4)
     ]
     async with anyio.create_task_group() as tg:

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import stat
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Generic, NamedTuple, cast, final
+from typing import Generic, cast, final
 
 from typing_extensions import TypeVar
 
-from ._exceptions import (
-    HistoryFileError,
-    HistoryFileNotFoundError,
-    HistoryTypeError,
-    HistoryValueError,
-    InvalidOptionError,
-    check_int_option,
+from ._history_base import (
+    HistoryStats,
+    Message,
+    StoreOptions,
+    approximate_tokens,
+    check_message,
+    unhashable_channel,
 )
+from ._history_file import read_history, write_history
 
 __all__ = ["HistoryStats", "HistoryStore", "Message", "approximate_tokens"]
 
@@ -30,147 +28,10 @@ logger = logging.getLogger(__name__)
 ChannelT = TypeVar("ChannelT", bound=Hashable, default=Hashable)
 
 _OWNER = "HistoryStore"
-_FORMAT = "botperf.history"
-_FORMAT_VERSION = 1
 
 
 @final
-class Message(NamedTuple):
-    """One chat message: an immutable ``(role, content, author)`` value.
-
-    Attributes:
-        role: Who speaks, as the LLM API names it: ``"user"``, ``"assistant"``, ...
-        content: The text.
-        author: Optionally, who wrote it (a user name or id as text); kept in the
-            history and in dumps, but not sent by ``HistoryStore.as_messages()``.
-    """
-
-    role: str
-    content: str
-    author: str | None = None
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class HistoryStats:
-    """A snapshot of a ``HistoryStore``'s counters, from ``HistoryStore.stats``.
-
-    Attributes:
-        hits: Reads (``get()``, ``as_messages()``) of a channel the store held.
-        misses: Reads of a channel it did not hold.
-        evictions: Channels dropped because the store held ``max_channels`` of them.
-        evict_errors: Calls of the ``on_evict`` callback that raised (each was logged).
-        over_budget: Prompts ``as_messages()`` returned over ``max_tokens`` because the
-            system prompt and the newest message alone exceed it.
-        channels: Channels held now.
-        messages: Messages held now, over all channels.
-    """
-
-    hits: int
-    misses: int
-    evictions: int
-    evict_errors: int
-    over_budget: int
-    channels: int
-    messages: int
-
-
-def approximate_tokens(text: str) -> int:
-    """Estimate the tokens of ``text`` as ``ceil(len(text) / 4)``: the default token counter.
-
-    Four characters per token is the usual rule of thumb for English text with
-    OpenAI- and Llama-style tokenizers. It costs tens of nanoseconds, but it is only
-    an estimate: leave headroom in ``max_tokens``, or pass the model's own tokenizer
-    as ``count_tokens``.
-
-    Args:
-        text: The text to measure.
-
-    Returns:
-        The estimated number of tokens (0 for an empty string).
-    """
-    return (len(text) + 3) // 4
-
-
-# Message(...) runs namedtuple's Python-level __new__ (about 200 ns); tuple.__new__
-# builds the same value from the fields append() has validated in about 90 ns.
-_new_tuple = tuple.__new__
-
-
-class StoreOptions:
-    """The checked options every history store keeps: the in-memory and the Redis one."""
-
-    _max_channels: int
-    _max_messages: int
-    _max_tokens: int | None
-    _count_tokens: Callable[[str], int]
-    _system_prompt: str | None
-    _system_tokens: int
-
-    def _configure(
-        self,
-        owner: str,
-        *,
-        max_channels: object,
-        max_messages: object,
-        max_tokens: object,
-        count_tokens: object,
-        system_prompt: object,
-        on_evict: object,
-    ) -> None:
-        """Check the store's options, keep them and count the system prompt's tokens.
-
-        Raises:
-            InvalidOptionError: If an option is of the wrong type or out of range, or the
-                system prompt alone fills ``max_tokens``.
-            HistoryValueError: If ``count_tokens`` returns something other than a
-                non-negative int for the system prompt.
-        """
-        self._max_channels = check_int_option(owner, "max_channels", max_channels, minimum=1)
-        self._max_messages = check_int_option(owner, "max_messages", max_messages, minimum=1)
-        self._max_tokens = (
-            None
-            if max_tokens is None
-            else check_int_option(owner, "max_tokens", max_tokens, minimum=1)
-        )
-        if count_tokens is not None and not callable(count_tokens):
-            raise InvalidOptionError(
-                owner, "count_tokens", count_tokens, "a callable str -> int, or None"
-            )
-        if on_evict is not None and not callable(on_evict):
-            raise InvalidOptionError(
-                owner, "on_evict", on_evict, "a callable (channel, messages) -> None, or None"
-            )
-        if system_prompt is not None and not isinstance(system_prompt, str):
-            raise InvalidOptionError(owner, "system_prompt", system_prompt, "a str or None")
-        self._count_tokens = approximate_tokens if count_tokens is None else count_tokens
-        self._system_prompt = system_prompt
-        self._system_tokens = 0
-        if system_prompt is not None and self._max_tokens is not None:
-            self._system_tokens = self._count("system_prompt", system_prompt)
-            if self._system_tokens >= self._max_tokens:
-                raise InvalidOptionError(
-                    owner,
-                    "max_tokens",
-                    max_tokens,
-                    f"more than the system prompt's {self._system_tokens} tokens, "
-                    "to leave room for messages",
-                )
-
-    def _count(self, what: str, text: str) -> int:
-        """Return ``count_tokens(text)``, checked to be a non-negative int.
-
-        Raises:
-            HistoryValueError: If it is not; ``what`` names the text counted.
-        """
-        count = self._count_tokens(text)
-        if type(count) is not int or count < 0:
-            raise HistoryValueError(f"count_tokens({what})", count, "a non-negative int")
-        return count
-
-
-@final
-class HistoryStore(StoreOptions, Generic[ChannelT]):
+class HistoryStore(Generic[ChannelT]):
     """The last messages of each channel, least recently used channel evicted first.
 
     A channel is any hashable key (a Discord channel id, a ``(guild, user)`` pair);
@@ -227,7 +88,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         system_prompt: str | None = None,
         on_evict: Callable[[ChannelT, tuple[Message, ...]], object] | None = None,
     ) -> None:
-        self._configure(
+        options = StoreOptions.check(
             _OWNER,
             max_channels=max_channels,
             max_messages=max_messages,
@@ -236,10 +97,14 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
             system_prompt=system_prompt,
             on_evict=on_evict,
         )
+        self._options = options
+        # The limits append() reads, as attributes of the store: one lookup fewer each.
+        self._max_channels = options.max_channels
+        self._max_messages = options.max_messages
         self._on_evict = on_evict
         self._channels: OrderedDict[ChannelT, deque[Message]] = OrderedDict()
         # Token counts, parallel to each channel's messages; only kept with a budget.
-        self._tokens: dict[ChannelT, deque[int]] | None = None if self._max_tokens is None else {}
+        self._tokens: dict[ChannelT, deque[int]] | None = None if options.max_tokens is None else {}
         self._hits = 0
         self._misses = 0
         self._evictions = 0
@@ -271,28 +136,20 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
             HistoryValueError: If ``role`` is empty, or ``count_tokens`` returned
                 something other than a non-negative int.
         """
-        if not isinstance(role, str):
-            raise HistoryTypeError("role", role, "a non-empty str such as 'user'")
-        if not role:
-            raise HistoryValueError("role", role, "a non-empty str such as 'user'")
-        if not isinstance(content, str):
-            raise HistoryTypeError("content", content, "a str")
-        if author is not None and not isinstance(author, str):
-            raise HistoryTypeError("author", author, "a str or None")
+        message = check_message(role, content, author)
         channels = self._channels
         try:
             history = channels.get(channel)
         except TypeError:
-            raise _unhashable(channel) from None
+            raise unhashable_channel(channel) from None
         tokens = self._tokens
         if tokens is not None:
             # Counted first, so a failing counter leaves the store unchanged.
-            count = self._count("content", content)
+            count = self._options.count("content", content)
             counts = tokens.get(channel)
             if counts is None:
                 counts = tokens[channel] = deque(maxlen=self._max_messages)
             counts.append(count)
-        message = _new_tuple(Message, (role, content, author))
         if history is not None:
             channels.move_to_end(channel)
             # A full deque drops its oldest message as it takes this one: no change then.
@@ -334,7 +191,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         try:
             history = channels.get(channel)
         except TypeError:
-            raise _unhashable(channel) from None
+            raise unhashable_channel(channel) from None
         if history is None:
             self._misses += 1
             return ()
@@ -369,21 +226,15 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
             HistoryTypeError: If ``channel`` is unhashable.
         """
         history = self._touch(channel)
-        system_prompt = self._system_prompt
-        prompt = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+        prompt = self._options.prompt_start()
         if history is None:
             return prompt
         first = 0
-        if self._tokens is not None and self._max_tokens is not None:
-            first = len(history)
-            remaining = self._max_tokens - self._system_tokens
-            for count in reversed(self._tokens[channel]):
-                remaining -= count
-                if remaining < 0:
-                    break
-                first -= 1
-            if first == len(history):
-                first -= 1  # the newest message is kept even over budget
+        if self._tokens is not None:
+            first, over_budget = self._options.first_kept(
+                reversed(self._tokens[channel]), len(history)
+            )
+            if over_budget:
                 self._over_budget += 1
         prompt.extend(
             {"role": message.role, "content": message.content}
@@ -405,7 +256,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         try:
             history = self._channels.pop(channel, None)
         except TypeError:
-            raise _unhashable(channel) from None
+            raise unhashable_channel(channel) from None
         if history is not None:
             self._messages -= len(history)
         if self._tokens is not None:
@@ -444,7 +295,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
     def __repr__(self) -> str:
         return (
             f"HistoryStore(channels={len(self._channels)}/{self._max_channels}, "
-            f"max_messages={self._max_messages}, max_tokens={self._max_tokens})"
+            f"max_messages={self._max_messages}, max_tokens={self._options.max_tokens})"
         )
 
     def dump(self, path: str | os.PathLike[str]) -> None:
@@ -452,14 +303,15 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
 
         The file lists the channels least to most recently used, each with its messages
         oldest first, so ``load()`` restores both orders. The JSON is written to a
-        temporary file in the same directory, flushed to disk, then renamed over
-        ``path`` (``os.replace()``): a reader, or a crash, sees the old file or the
-        new one, never half of one. The new file keeps the permission bits of the file
-        it replaces (not its owner); a file new to ``path`` gets those a plain
-        ``open(path, "w")`` would give it (``0o666`` less the umask). Counters are not
-        written. This is blocking file
-        I/O in the calling thread; the store is not thread-safe, so do not hand the
-        call to a worker thread while the event loop may still use the store.
+        temporary file beside ``path`` (``.<name>.<random>.history.tmp``), flushed to
+        disk, then renamed over ``path`` (``os.replace()``): a reader, or a crash, sees
+        the old file or the new one, never half of one. A successful dump also removes
+        the temporary files that killed dumps to ``path`` left behind. The new file
+        keeps the permission bits of the file it replaces (not its owner); a file new
+        to ``path`` gets those of a plain ``open(path, "w")``. Counters are not written.
+        This is blocking file I/O in the calling thread; the store is not thread-safe,
+        so do not hand the call to a worker thread while the event loop may still use
+        the store.
 
         Args:
             path: The file to write; its directory must exist.
@@ -467,36 +319,11 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         Raises:
             HistoryTypeError: If a channel key is not a str or an int (JSON keeps only
                 those, with their type); nothing is written.
-            OSError: If the file cannot be written; ``path`` is left as it was.
+            OSError: If the file cannot be written (a full disk, a missing directory, no
+                permission); the error is of the class the OS gave and names ``path``
+                (``filename``), which is left as it was.
         """
-        document = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "channels": [
-                {"channel": _check_dumpable(channel), "messages": list(history)}
-                for channel, history in self._channels.items()
-            ],
-        }
-        text = json.dumps(document, separators=(",", ":"))
-        target = os.fspath(path)
-        mode = _regular_file_mode(target)
-        temporary = os.path.join(
-            os.path.dirname(target) or ".", f".history-{os.urandom(8).hex()}.tmp"
-        )
-        # Created as open(target, "w") would create it: 0o666 less the umask, which the
-        # kernel applies here (reading the umask would mean changing it, for all threads).
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                if mode is not None:
-                    os.chmod(temporary, mode)
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        write_history(path, self._channels.items())
 
     @classmethod
     def load(
@@ -533,8 +360,10 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
 
         Raises:
             HistoryFileNotFoundError: If ``path`` does not exist or is a directory.
-            HistoryFileError: If the file is truncated, not JSON, or not a history dump;
-                the message names the file and the problem.
+            HistoryFileError: If the file is truncated, not JSON, nested too deeply, or
+                not a history dump; the message names the file and the problem.
+            OSError: If the file cannot be read (no permission, an I/O error); the
+                error is of the class the OS gave and names ``path`` (``filename``).
             InvalidOptionError: If an option is out of range or of the wrong type.
         """
         store = cls(
@@ -545,17 +374,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
             system_prompt=system_prompt,
             on_evict=on_evict,
         )
-        file_path = os.fspath(path)
-        if not os.path.isfile(file_path):
-            raise HistoryFileNotFoundError(file_path)
-        try:
-            with open(file_path, encoding="utf-8") as file:
-                document = json.load(file)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            raise HistoryFileError(
-                file_path, f"not valid JSON, truncated or corrupt ({exc})"
-            ) from exc
-        for channel, messages in _parse_document(file_path, document):
+        for channel, messages in read_history(path):
             for role, content, author in messages:
                 store.append(cast(ChannelT, channel), role, content, author=author)
         return store
@@ -564,7 +383,7 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         try:
             history = self._channels.get(channel)
         except TypeError:
-            raise _unhashable(channel) from None
+            raise unhashable_channel(channel) from None
         if history is None:
             self._misses += 1
             return None
@@ -583,69 +402,3 @@ class HistoryStore(StoreOptions, Generic[ChannelT]):
         except Exception:
             self._evict_errors += 1
             logger.exception("on_evict callback %r failed for channel %r", on_evict, channel)
-
-
-def _unhashable(channel: object) -> HistoryTypeError:
-    return HistoryTypeError("channel", channel, "a hashable key such as an int or str")
-
-
-def _regular_file_mode(path: str) -> int | None:
-    """Return the permission bits of the regular file at ``path``, or None if there is none."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None  # nothing to keep; creating the new file reports any real problem
-    return stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
-
-
-def _check_dumpable(channel: object) -> object:
-    if type(channel) is not int and type(channel) is not str:
-        raise HistoryTypeError(
-            "channel",
-            channel,
-            "a str or int to be written by dump() (JSON keeps only those, with their type)",
-        )
-    return channel
-
-
-def _parse_document(
-    path: str, document: Any
-) -> list[tuple[int | str, list[tuple[str, str, str | None]]]]:
-    """Check a loaded dump's structure; return its channels, before any is appended."""
-    if not isinstance(document, dict) or document.get("format") != _FORMAT:
-        raise HistoryFileError(path, f'not a HistoryStore dump (no "format": {_FORMAT!r})')
-    if document.get("version") != _FORMAT_VERSION:
-        raise HistoryFileError(
-            path,
-            f"dump format version {document.get('version')!r} is not supported "
-            f"(this botperf reads version {_FORMAT_VERSION})",
-        )
-    channels = document.get("channels")
-    if not isinstance(channels, list):
-        raise HistoryFileError(path, '"channels" is not a list')
-    parsed = []
-    for index, item in enumerate(channels):
-        where = f"channels[{index}]"
-        if not isinstance(item, dict) or not isinstance(item.get("messages"), list):
-            raise HistoryFileError(path, f'{where} is not an object with a "messages" list')
-        channel = item.get("channel")
-        if type(channel) is not int and type(channel) is not str:
-            raise HistoryFileError(path, f'{where}["channel"] is not a str or an int')
-        messages = []
-        for number, message in enumerate(item["messages"]):
-            if not (
-                isinstance(message, list)
-                and len(message) == 3
-                and isinstance(message[0], str)
-                and message[0]
-                and isinstance(message[1], str)
-                and (message[2] is None or isinstance(message[2], str))
-            ):
-                raise HistoryFileError(
-                    path,
-                    f"{where}.messages[{number}] is not a [role, content, author] triple "
-                    "of a non-empty str, a str and a str or null",
-                )
-            messages.append((message[0], message[1], message[2]))
-        parsed.append((channel, messages))
-    return parsed

@@ -14,11 +14,16 @@ from typing_extensions import TypeVar
 
 from .._exceptions import (
     HistoryTypeError,
-    HistoryValueError,
     InvalidOptionError,
     check_seconds_option,
 )
-from .._history import HistoryStats, Message, StoreOptions, _new_tuple
+from .._history_base import (
+    HistoryStats,
+    Message,
+    StoreOptions,
+    check_message,
+    unhashable_channel,
+)
 from ._connection import Connection
 from ._errors import RedisCommandError
 from ._resource import RedisResource
@@ -89,7 +94,7 @@ _COUNTERS = ("hits", "misses", "evictions", "evict_errors", "over_budget", "mess
 
 
 @final
-class RedisHistoryStore(RedisResource, StoreOptions, Generic[ChannelT]):
+class RedisHistoryStore(RedisResource, Generic[ChannelT]):
     """``HistoryStore``'s per-channel chat history, held in Redis and shared by processes.
 
     Every process (or shard, or replica) that builds a store on the same Redis with the
@@ -161,7 +166,7 @@ class RedisHistoryStore(RedisResource, StoreOptions, Generic[ChannelT]):
             raise InvalidOptionError(
                 _OWNER, "prefix", prefix, "a non-empty str such as 'bot:history:'"
             )
-        self._configure(
+        self._options = StoreOptions.check(
             _OWNER,
             max_channels=max_channels,
             max_messages=max_messages,
@@ -214,22 +219,16 @@ class RedisHistoryStore(RedisResource, StoreOptions, Generic[ChannelT]):
                 ``timeout``; the message may or may not have been appended.
             RedisCommandError: If Redis refused the update (see the error).
         """
-        if not isinstance(role, str):
-            raise HistoryTypeError("role", role, "a non-empty str such as 'user'")
-        if not role:
-            raise HistoryValueError("role", role, "a non-empty str such as 'user'")
-        if not isinstance(content, str):
-            raise HistoryTypeError("content", content, "a str")
-        if author is not None and not isinstance(author, str):
-            raise HistoryTypeError("author", author, "a str or None")
+        message = check_message(role, content, author)
         member = _member(channel)
-        tokens = None if self._max_tokens is None else self._count("content", content)
-        message = json.dumps([role, content, author, tokens])
+        options = self._options
+        tokens = None if options.max_tokens is None else options.count("content", content)
+        encoded = json.dumps([*message, tokens])
         operation = "RedisHistoryStore.append"
         with self._connection.guard(operation):
             evicted = await self._append(
                 keys=[self._recency, self._clock, self._stats, self._history_key(member)],
-                args=[member, message, self._prefix, self._max_messages, self._max_channels],
+                args=[member, encoded, self._prefix, options.max_messages, options.max_channels],
             )
         on_evict = self._on_evict
         if on_evict is not None:
@@ -288,24 +287,20 @@ class RedisHistoryStore(RedisResource, StoreOptions, Generic[ChannelT]):
         """
         operation = "RedisHistoryStore.as_messages"
         stored = await self._read_history(channel, operation)
-        system_prompt = self._system_prompt
-        prompt = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+        options = self._options
+        prompt = options.prompt_start()
         if stored is None:
             return prompt
         decoded = _decode(stored, operation)
-        first = 0
-        if self._max_tokens is not None:
-            first = len(decoded)
-            remaining = self._max_tokens - self._system_tokens
-            for _, content, _, tokens in reversed(decoded):
-                remaining -= self._count("content", content) if tokens is None else tokens
-                if remaining < 0:
-                    break
-                first -= 1
-            if first == len(decoded):
-                first -= 1  # the newest message is kept even over budget
-                with self._connection.guard(operation):
-                    await self._connection.client.hincrby(self._stats, "over_budget", 1)
+        # Counted here, lazily, for messages a store without a budget appended.
+        counts = (
+            options.count("content", content) if tokens is None else tokens
+            for _, content, _, tokens in reversed(decoded)
+        )
+        first, over_budget = options.first_kept(counts, len(decoded))
+        if over_budget:
+            with self._connection.guard(operation):
+                await self._connection.client.hincrby(self._stats, "over_budget", 1)
         prompt.extend(
             {"role": role, "content": content}
             for role, content, _, _ in islice(decoded, first, None)
@@ -400,8 +395,8 @@ class RedisHistoryStore(RedisResource, StoreOptions, Generic[ChannelT]):
     def __repr__(self) -> str:
         return (
             f"RedisHistoryStore({self._connection.address}, prefix={self._prefix!r}, "
-            f"max_channels={self._max_channels}, max_messages={self._max_messages}, "
-            f"max_tokens={self._max_tokens})"
+            f"max_channels={self._options.max_channels}, "
+            f"max_messages={self._options.max_messages}, max_tokens={self._options.max_tokens})"
         )
 
     def _history_key(self, member: str) -> str:
@@ -441,7 +436,7 @@ def _member(channel: object) -> str:
     try:
         hash(channel)
     except TypeError:
-        raise HistoryTypeError("channel", channel, "a hashable key such as an int or str") from None
+        raise unhashable_channel(channel) from None
     raise HistoryTypeError(
         "channel",
         channel,
@@ -472,6 +467,10 @@ def _decode(history: bytes | str, operation: str) -> list[list[Any]]:
             operation, f"a history holds messages not written by botperf: {history[:200]!r}"
         )
     return decoded
+
+
+# Builds a Message without namedtuple's Python-level __new__: get() makes one per message.
+_new_tuple = tuple.__new__
 
 
 def _messages(history: bytes | str, operation: str) -> tuple[Message, ...]:
