@@ -5,7 +5,7 @@ import math
 import pytest
 
 from botperf import BotperfError, InvalidOptionError
-from botperf._exceptions import check_int_option, check_seconds_option
+from botperf._options import check_int_option, check_seconds_option
 
 
 def test_invalid_option_error_names_owner_option_and_range() -> None:

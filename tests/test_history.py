@@ -23,12 +23,9 @@ from hypothesis import strategies as st
 
 from botperf import (
     BotperfError,
-    HistoryFileError,
-    HistoryFileNotFoundError,
+    FileFormatError,
     HistoryStats,
     HistoryStore,
-    HistoryTypeError,
-    HistoryValueError,
     Message,
     approximate_tokens,
 )
@@ -219,9 +216,9 @@ def test_str_subclasses_are_accepted_as_role() -> None:
 @pytest.mark.parametrize(
     ("error", "bases"),
     [
-        (HistoryTypeError, (BotperfError, TypeError)),
-        (HistoryValueError, (BotperfError, ValueError)),
-        (HistoryFileError, (BotperfError, ValueError)),
+        (TypeError, (BotperfError, TypeError)),
+        (ValueError, (BotperfError, ValueError)),
+        (FileFormatError, (BotperfError, ValueError)),
     ],
 )
 def test_errors_subclass_the_fitting_builtin(
@@ -232,7 +229,7 @@ def test_errors_subclass_the_fitting_builtin(
 
 def test_type_error_names_the_argument_value_and_type() -> None:
     store: HistoryStore[int] = HistoryStore()
-    with pytest.raises(HistoryTypeError) as info:
+    with pytest.raises(TypeError) as info:
         store.append(1, "user", 42)  # type: ignore[arg-type]
     assert str(info.value) == "content must be a str, got 42 (int)"
     assert (info.value.name, info.value.value) == ("content", 42)
@@ -259,7 +256,7 @@ def test_repr_shows_size_and_limits() -> None:
 def test_load_of_deeply_nested_json_is_a_file_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "deep.json"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(HistoryFileError, match=r"deep\.json.*nested too deeply") as info:
+    with pytest.raises(FileFormatError, match=r"deep\.json.*nested too deeply") as info:
         HistoryStore.load(path)
     assert info.value.path == str(path)
 
@@ -364,7 +361,7 @@ def test_load_of_a_symlink_loop_raises_the_os_error_naming_it(tmp_path: Path) ->
 
 
 def test_load_of_a_directory_is_still_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(HistoryFileNotFoundError):
+    with pytest.raises(FileNotFoundError):
         HistoryStore.load(tmp_path)
 
 
@@ -423,7 +420,7 @@ def test_load_refuses_a_malformed_big_int_key(tmp_path: Path, channel: object) -
         "channels": [{"channel": channel, "messages": []}],
     }
     path.write_text(json.dumps(document), encoding="utf-8")
-    with pytest.raises(HistoryFileError, match=r'channels\[0\]\["channel"\]'):
+    with pytest.raises(FileFormatError, match=r'channels\[0\]\["channel"\]'):
         HistoryStore.load(path)
 
 

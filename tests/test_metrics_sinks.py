@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from botperf import BatchMetricsWriter, JsonLinesFileSink, MetricsFileError, read_metrics
+from botperf import BatchMetricsWriter, FileFormatError, JsonLinesFileSink, read_metrics
 
 
 def batch(start: int, size: int = 3) -> list[dict[str, Any]]:
@@ -152,7 +152,7 @@ def test_a_fragment_that_cannot_be_cut_back_stays_on_its_own_line(
     sink.close()
     lines = path.read_bytes().split(b"\n")
     assert lines[0] == b'{"ts"'
-    with pytest.raises(MetricsFileError, match="line 1"):
+    with pytest.raises(FileFormatError, match="line 1"):
         list(read_metrics(path))
     assert "could not cut" in caplog.text
     assert [line.count(b'"number"') for line in lines[1:-1]] == [1, 1, 1]

@@ -11,13 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from permissions import closed_folder, unreadable_file
 
-from botperf import (
-    BotperfError,
-    InvalidOptionError,
-    MetricsFileError,
-    MetricsFileNotFoundError,
-    read_metrics,
-)
+from botperf import BotperfError, FileFormatError, InvalidOptionError, read_metrics
 from botperf._reader import DEFAULT_MAX_LINE_BYTES
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False)
@@ -65,27 +59,27 @@ def test_blank_lines_are_skipped(tmp_path: Path) -> None:
 
 def test_malformed_middle_line_names_file_and_line(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "m.jsonl", '{"event": "a"}\nnot json\n{"event": "b"}\n')
-    with pytest.raises(MetricsFileError, match=r"m\.jsonl, line 2: not valid JSON") as info:
+    with pytest.raises(FileFormatError, match=r"m\.jsonl, line 2: not valid JSON") as info:
         list(read_metrics(path))
-    assert info.value.line_number == 2
+    assert info.value.line == 2
     assert info.value.path == str(path)
 
 
 def test_non_object_line_is_an_error(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "m.jsonl", "[1, 2]\n")
-    with pytest.raises(MetricsFileError, match="expected a JSON object, found list"):
+    with pytest.raises(FileFormatError, match="expected a JSON object, found list"):
         list(read_metrics(path))
 
 
 def test_missing_file_raises_at_once(tmp_path: Path) -> None:
-    with pytest.raises(MetricsFileNotFoundError, match="no metrics file at") as info:
+    with pytest.raises(FileNotFoundError, match="no metrics file at") as info:
         read_metrics(tmp_path / "absent.jsonl")
     assert isinstance(info.value, FileNotFoundError)
     assert isinstance(info.value, BotperfError)
 
 
 def test_directory_is_not_a_metrics_file(tmp_path: Path) -> None:
-    with pytest.raises(MetricsFileNotFoundError):
+    with pytest.raises(FileNotFoundError):
         read_metrics(tmp_path)
 
 
@@ -93,13 +87,13 @@ def test_a_file_removed_before_iterating_is_a_missing_file(tmp_path: Path) -> No
     path = write_lines(tmp_path / "m.jsonl", '{"event": "a"}\n')
     events = read_metrics(path)
     path.unlink()
-    with pytest.raises(MetricsFileNotFoundError, match="no metrics file at"):
+    with pytest.raises(FileNotFoundError, match="no metrics file at"):
         next(events)
 
 
 def test_a_path_through_a_file_is_a_missing_file(tmp_path: Path) -> None:
     write_lines(tmp_path / "m.jsonl", "")
-    with pytest.raises(MetricsFileNotFoundError):
+    with pytest.raises(FileNotFoundError):
         read_metrics(tmp_path / "m.jsonl" / "inside.jsonl")
 
 
@@ -109,16 +103,16 @@ def test_a_deeply_nested_line_is_a_format_error_naming_the_line(tmp_path: Path) 
     path.write_text('{"event": "a"}\n' + "[" * depth + "]" * depth + '\n{"event": "b"}\n')
     events = read_metrics(path)
     assert next(events) == {"event": "a"}
-    with pytest.raises(MetricsFileError, match=r"m\.jsonl, line 2: .*nested too deeply") as info:
+    with pytest.raises(FileFormatError, match=r"m\.jsonl, line 2: .*nested too deeply") as info:
         next(events)
-    assert info.value.line_number == 2
+    assert info.value.line == 2
     assert info.value.path == str(path)
 
 
 def test_a_deeply_nested_object_is_refused_as_well(tmp_path: Path) -> None:
     path = tmp_path / "m.jsonl"
     path.write_text('{"a": ' * 100_000 + "1" + "}" * 100_000 + "\n")
-    with pytest.raises(MetricsFileError, match=r"line 1: .*nested too deeply"):
+    with pytest.raises(FileFormatError, match=r"line 1: .*nested too deeply"):
         list(read_metrics(path))
 
 
@@ -140,9 +134,9 @@ def test_a_line_longer_than_max_line_bytes_is_a_format_error_naming_the_line(
     path.write_text(f'{{"event": "a"}}\n{long_event}\n{{"event": "b"}}\n')
     events = read_metrics(path, max_line_bytes=100)
     assert next(events) == {"event": "a"}
-    with pytest.raises(MetricsFileError, match=r"line 2: longer than max_line_bytes=100") as info:
+    with pytest.raises(FileFormatError, match=r"line 2: longer than max_line_bytes=100") as info:
         next(events)
-    assert info.value.line_number == 2
+    assert info.value.line == 2
 
 
 def test_a_line_of_exactly_max_line_bytes_is_read(tmp_path: Path) -> None:
@@ -150,7 +144,7 @@ def test_a_line_of_exactly_max_line_bytes_is_read(tmp_path: Path) -> None:
     path = tmp_path / "m.jsonl"
     path.write_text(f"{line}\n{line}")
     assert len(list(read_metrics(path, max_line_bytes=len(line)))) == 2
-    with pytest.raises(MetricsFileError, match="line 1: longer than"):
+    with pytest.raises(FileFormatError, match="line 1: longer than"):
         list(read_metrics(path, max_line_bytes=len(line) - 1))
 
 
@@ -208,7 +202,7 @@ def test_a_huge_complete_line_is_an_error_read_in_bounded_memory(tmp_path: Path)
         file.write(b'\n{"event": "b"}\n')
     tracemalloc.start()
     try:
-        with pytest.raises(MetricsFileError, match="line 2: longer than max_line_bytes"):
+        with pytest.raises(FileFormatError, match="line 2: longer than max_line_bytes"):
             list(read_metrics(path, max_line_bytes=64 * 1024))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -236,7 +230,7 @@ def test_a_file_in_a_folder_it_may_not_enter_is_a_permission_error_not_a_missing
         path = folder / "metrics.jsonl"
         with pytest.raises(PermissionError) as info:
             read_metrics(path)
-    assert not isinstance(info.value, MetricsFileNotFoundError)
+    assert not isinstance(info.value, FileNotFoundError)
     assert info.value.filename == str(path)
 
 

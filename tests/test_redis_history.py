@@ -15,12 +15,7 @@ from history_contract import HistoryContract, StoreFactory
 from redis.asyncio import Redis
 from redis_server import free_port
 
-from botperf import (
-    HistoryStats,
-    HistoryTypeError,
-    InvalidOptionError,
-    Message,
-)
+from botperf import HistoryStats, InvalidOptionError, Message
 from botperf.redis import RedisHistoryStore, RedisUnavailableError
 from botperf.redis._errors import RedisAsyncioRequiredError, RedisCommandError
 
@@ -222,9 +217,9 @@ async def test_messages_appended_without_a_budget_are_counted_when_read(client: 
 @pytest.mark.anyio
 async def test_hashable_channel_other_than_str_or_int_is_refused(client: Redis) -> None:
     store = RedisHistoryStore(client)
-    with pytest.raises(HistoryTypeError, match="channel must be a str or int to be kept in Redis"):
+    with pytest.raises(TypeError, match="channel must be a str or int to be kept in Redis"):
         await store.append((1, 2), "user", "hi")  # type: ignore[arg-type]
-    with pytest.raises(HistoryTypeError, match="channel must be a str or int"):
+    with pytest.raises(TypeError, match="channel must be a str or int"):
         await store.get(True)
     assert not await store.contains((1, 2))
 

@@ -157,7 +157,7 @@ class BotCore:
 
     Raises:
         ValueError: If ``max_messages`` is below 2, or another option is out of its range
-            (``botperf.HistoryValueError`` is a ``ValueError``).
+            (botperf's `InvalidOptionError` is a ``ValueError``).
     """
 
     def __init__(

@@ -14,31 +14,18 @@ from ._dedup import DedupStats as DedupStats
 from ._dedup import deduplicate as deduplicate
 from ._exceptions import BotperfError as BotperfError
 from ._exceptions import DedupCancelledError as DedupCancelledError
-from ._exceptions import DedupKeyError as DedupKeyError
-from ._exceptions import HistoryFileError as HistoryFileError
-from ._exceptions import HistoryFileNotFoundError as HistoryFileNotFoundError
-from ._exceptions import HistoryTypeError as HistoryTypeError
-from ._exceptions import HistoryValueError as HistoryValueError
-from ._exceptions import IncompatibleRecordersError as IncompatibleRecordersError
-from ._exceptions import InvalidDurationError as InvalidDurationError
+from ._exceptions import FileFormatError as FileFormatError
 from ._exceptions import InvalidOptionError as InvalidOptionError
-from ._exceptions import MetricsBufferFullError as MetricsBufferFullError
-from ._exceptions import MetricsFieldError as MetricsFieldError
-from ._exceptions import MetricsFileError as MetricsFileError
-from ._exceptions import MetricsFileNotFoundError as MetricsFileNotFoundError
 from ._exceptions import MetricsNotWrittenError as MetricsNotWrittenError
 from ._exceptions import MetricsWriteError as MetricsWriteError
-from ._exceptions import MetricsWriterStateError as MetricsWriterStateError
 from ._exceptions import StreamTooLongError as StreamTooLongError
-from ._exceptions import TimerInUseError as TimerInUseError
-from ._history import HistoryStats as HistoryStats
 from ._history import HistoryStore as HistoryStore
-from ._history import Message as Message
-from ._history import approximate_tokens as approximate_tokens
+from ._history_base import HistoryStats as HistoryStats
+from ._history_base import Message as Message
+from ._history_base import approximate_tokens as approximate_tokens
 from ._latency import LatencyRecorder as LatencyRecorder
 from ._latency import LatencyStats as LatencyStats
 from ._metrics import BatchMetricsWriter as BatchMetricsWriter
-from ._metrics import OnFull as OnFull
 from ._metrics import WriterStats as WriterStats
 from ._profiling import EventRecorder as EventRecorder
 from ._profiling import profile as profile
@@ -57,35 +44,22 @@ __all__ = [
     "BatchMetricsWriter",
     "BotperfError",
     "DedupCancelledError",
-    "DedupKeyError",
     "DedupStats",
     "Deduplicator",
     "EventRecorder",
-    "HistoryFileError",
-    "HistoryFileNotFoundError",
+    "FileFormatError",
     "HistoryStats",
     "HistoryStore",
-    "HistoryTypeError",
-    "HistoryValueError",
-    "IncompatibleRecordersError",
-    "InvalidDurationError",
     "InvalidOptionError",
     "JsonLinesFileSink",
     "LatencyRecorder",
     "LatencyStats",
     "Message",
-    "MetricsBufferFullError",
-    "MetricsFieldError",
-    "MetricsFileError",
-    "MetricsFileNotFoundError",
     "MetricsNotWrittenError",
     "MetricsSink",
     "MetricsWriteError",
-    "MetricsWriterStateError",
-    "OnFull",
     "SharedStream",
     "StreamTooLongError",
-    "TimerInUseError",
     "WriterStats",
     "__version__",
     "approximate_tokens",

@@ -14,14 +14,13 @@ from cachetools import TTLCache
 from typing_extensions import ParamSpec
 
 from ._exceptions import (
+    BotperfTypeError,
     DedupCancelledError,
-    DedupKeyError,
     InvalidOptionError,
     StreamTooLongError,
-    check_int_option,
-    check_seconds_option,
 )
 from ._hosting import Flight, new_flight
+from ._options import check_int_option, check_seconds_option
 from ._streams import SharedStream
 from ._streams import logger as streams_logger
 
@@ -176,7 +175,7 @@ class Deduplicator:
             The execution's result: the very same object for every caller.
 
         Raises:
-            DedupKeyError: If ``key`` is not hashable.
+            TypeError: If ``key`` is not hashable.
             DedupCancelledError: If the execution was cancelled from outside the
                 Deduplicator while this call waited.
             BaseException: Whatever ``fn`` raised, re-raised to every caller waiting
@@ -192,7 +191,7 @@ class Deduplicator:
         try:
             flight = flights.get(key)
         except TypeError as exc:
-            raise DedupKeyError(key, "Deduplicator.run()", str(exc)) from None
+            raise unhashable_key(key, "Deduplicator.run()", str(exc)) from None
         self._calls += 1
         if flight is None:
             cache = self._cache
@@ -269,12 +268,12 @@ class Deduplicator:
             This caller's consumer of the shared stream.
 
         Raises:
-            DedupKeyError: At once, if ``key`` is not hashable.
+            TypeError: At once, if ``key`` is not hashable.
         """
         try:
             hash(key)
         except TypeError as exc:
-            raise DedupKeyError(key, "Deduplicator.stream()", str(exc)) from None
+            raise unhashable_key(key, "Deduplicator.stream()", str(exc)) from None
         return SharedStream(
             key, functools.partial(self._join_stream, key, fn, args, kwargs), self._abandon_stream
         )
@@ -290,12 +289,12 @@ class Deduplicator:
             key: The key to forget; forgetting an unknown key does nothing.
 
         Raises:
-            DedupKeyError: If ``key`` is not hashable.
+            TypeError: If ``key`` is not hashable.
         """
         try:
             hash(key)  # dict.pop() on an empty dict does not hash
         except TypeError as exc:
-            raise DedupKeyError(key, "Deduplicator.forget()", str(exc)) from None
+            raise unhashable_key(key, "Deduplicator.forget()", str(exc)) from None
         for flights, cache in ((self._flights, self._cache), (self._streams, self._stream_cache)):
             if cache is not None:
                 cache.pop(key, None)
@@ -546,6 +545,16 @@ class _Decorator(Protocol):
     def __call__(self, fn: Callable[P, Awaitable[T]], /) -> _DeduplicatedFunction[P, T]: ...
 
 
+def unhashable_key(key: object, where: str, problem: str) -> TypeError:
+    """The `TypeError` for a deduplication key that cannot be hashed."""
+    return BotperfTypeError(
+        f"{where}: the deduplication key {reprlib.repr(key)} is not hashable ({problem}); "
+        "build the key from hashable values (str, int, tuple, frozenset), "
+        "for example with @deduplicate(key=lambda prompt, model: (model, prompt))",
+        key=key,
+    )
+
+
 def call_key(
     key: Callable[..., Hashable] | None,
     args: tuple[Any, ...],
@@ -558,7 +567,7 @@ def call_key(
     `functools.lru_cache`. Shared by `deduplicate` and ``botperf.redis.deduplicate``.
 
     Raises:
-        DedupKeyError: If the key is unhashable; ``where`` names the decorated function.
+        TypeError: If the key is unhashable; ``where`` names the decorated function.
     """
     result: Hashable
     if key is not None:
@@ -570,7 +579,7 @@ def call_key(
     try:
         hash(result)  # here, so that the error can name the function
     except TypeError as exc:
-        raise DedupKeyError(result, where, str(exc)) from None
+        raise unhashable_key(result, where, str(exc)) from None
     return result
 
 
@@ -607,7 +616,7 @@ def deduplicate(
 
     Raises:
         InvalidOptionError: At once, for an invalid option (see `Deduplicator`).
-        DedupKeyError: When the decorated function is called, if the key (by default
+        TypeError: When the decorated function is called, if the key (by default
             its arguments) is not hashable.
     """
     dedup = Deduplicator(

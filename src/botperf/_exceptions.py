@@ -1,36 +1,30 @@
 """The exceptions botperf raises.
 
-Every error botperf raises on purpose derives from `BotperfError`, so one
-``except BotperfError`` catches them all. Where an error is also a kind of builtin
-error (a bad argument, a missing file), it subclasses that builtin too, so code that
-already catches ``TypeError`` or ``ValueError`` keeps working.
+Exported from `botperf` are the errors a caller catches and acts on; all derive from
+`BotperfError`. Misuse (a value of the wrong type, a call in the wrong state, a missing
+file) raises the builtin it stands for, as one of the private subclasses at the end of
+this module: each is that builtin and a `BotperfError` too, so ``except TypeError``
+and ``except BotperfError`` both catch it.
 """
 
 from __future__ import annotations
 
-import math
+import errno
 import reprlib
 
 __all__ = [
     "BotperfError",
+    "BotperfFileNotFoundError",
+    "BotperfRuntimeError",
+    "BotperfTypeError",
+    "BotperfValueError",
     "DedupCancelledError",
-    "DedupKeyError",
-    "HistoryFileError",
-    "HistoryFileNotFoundError",
-    "HistoryTypeError",
-    "HistoryValueError",
-    "IncompatibleRecordersError",
-    "InvalidDurationError",
+    "FileFormatError",
     "InvalidOptionError",
-    "MetricsBufferFullError",
-    "MetricsFieldError",
-    "MetricsFileError",
-    "MetricsFileNotFoundError",
     "MetricsNotWrittenError",
     "MetricsWriteError",
-    "MetricsWriterStateError",
     "StreamTooLongError",
-    "TimerInUseError",
+    "safe_repr",
 ]
 
 
@@ -56,55 +50,6 @@ class InvalidOptionError(BotperfError, ValueError, TypeError):
         self.owner = owner
         self.option = option
         self.value = value
-
-
-def check_int_option(owner: str, option: str, value: object, *, minimum: int) -> int:
-    """Return ``value`` if it is an ``int`` (not a ``bool``) of at least ``minimum``.
-
-    Raises:
-        InvalidOptionError: Otherwise, naming the owner, the option and the allowed range.
-    """
-    if type(value) is not int or value < minimum:
-        raise InvalidOptionError(owner, option, value, f"an int of at least {minimum}")
-    return value
-
-
-def check_seconds_option(
-    owner: str, option: str, value: object, *, allow_zero: bool = False
-) -> float:
-    """Return ``value`` as a float if it is a finite, positive number of seconds.
-
-    ``allow_zero`` also accepts 0. Booleans are refused.
-
-    Raises:
-        InvalidOptionError: Otherwise, naming the owner, the option and the allowed range.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        allowed = "a finite number of seconds, " + ("0 or more" if allow_zero else "above 0")
-        raise InvalidOptionError(owner, option, value, allowed)
-    return float(value)
-
-
-class DedupKeyError(BotperfError, TypeError):
-    """Raised when a deduplication key is not hashable.
-
-    Attributes:
-        key: The key that could not be hashed.
-    """
-
-    def __init__(self, key: object, where: str, problem: str) -> None:
-        super().__init__(
-            f"{where}: the deduplication key {reprlib.repr(key)} is not hashable ({problem}); "
-            "build the key from hashable values (str, int, tuple, frozenset), "
-            "for example with @deduplicate(key=lambda prompt, model: (model, prompt))"
-        )
-        self.key = key
 
 
 class DedupCancelledError(BotperfError, RuntimeError):
@@ -151,203 +96,19 @@ class StreamTooLongError(BotperfError, RuntimeError):
         self.max_chunks = max_chunks
 
 
-class MetricsFileError(BotperfError, ValueError):
-    """Raised when a metrics file holds a line that is not a JSON object.
+class FileFormatError(BotperfError, ValueError):
+    """Raised when a file to read is not what botperf writes: a metrics file or a history dump.
 
     Attributes:
         path: The file.
-        line_number: The 1-based number of the bad line.
+        line: The 1-based number of the bad line, or ``None`` where the whole document is
+            bad (a history dump).
     """
 
-    def __init__(self, path: str, line_number: int, problem: str) -> None:
-        super().__init__(
-            f"{path}, line {line_number}: {problem}; "
-            "a metrics file holds one JSON object per line, as BatchMetricsWriter writes them"
-        )
+    def __init__(self, message: str, *, path: str, line: int | None) -> None:
+        super().__init__(message)
         self.path = path
-        self.line_number = line_number
-
-
-class MetricsFileNotFoundError(BotperfError, FileNotFoundError):
-    """Raised when a metrics file to read does not exist.
-
-    Attributes:
-        path: The file that was asked for.
-    """
-
-    def __init__(self, path: str) -> None:
-        super().__init__(f"no metrics file at {path!r}: check the path, or write one first")
-        self.path = path
-
-
-class InvalidDurationError(BotperfError, ValueError):
-    """Raised when a duration to record is negative, NaN or infinite.
-
-    Attributes:
-        name: The name the duration was recorded under.
-        seconds: The rejected value.
-    """
-
-    def __init__(self, name: str, seconds: float) -> None:
-        super().__init__(
-            f"cannot record {seconds!r} seconds for {name!r}: a duration must be a finite "
-            "number >= 0; measure with time.perf_counter() differences"
-        )
-        self.name = name
-        self.seconds = seconds
-
-
-class IncompatibleRecordersError(BotperfError, ValueError):
-    """Raised when merging latency recorders built with different relative accuracies.
-
-    Attributes:
-        accuracy: The relative accuracy of the recorder merged into.
-        other_accuracy: The relative accuracy of the recorder merged from.
-    """
-
-    def __init__(self, accuracy: float, other_accuracy: float) -> None:
-        super().__init__(
-            f"cannot merge a LatencyRecorder with relative_accuracy={other_accuracy!r} into one "
-            f"with relative_accuracy={accuracy!r}: their buckets differ; build both recorders "
-            "with the same relative_accuracy"
-        )
-        self.accuracy = accuracy
-        self.other_accuracy = other_accuracy
-
-
-class TimerInUseError(BotperfError, RuntimeError):
-    """Raised when one ``timed`` or ``profile`` object is entered again before it exited.
-
-    Attributes:
-        name: What the object times: the timing name, or the profile's file.
-    """
-
-    def __init__(self, kind: str, name: str) -> None:
-        super().__init__(
-            f"{kind}({name!r}) is already timing a block: one object times one block at a "
-            f"time; call {kind}(...) afresh for each block (as in `with {kind}(...):`), "
-            "or use it as a decorator, which is safe for concurrent calls"
-        )
-        self.name = name
-
-
-class HistoryTypeError(BotperfError, TypeError):
-    """Raised when a HistoryStore method's argument has the wrong type.
-
-    A non-str role, content or author, an unhashable channel, or a channel key ``dump()``
-    cannot write. Bad constructor options raise `InvalidOptionError` instead.
-
-    Attributes:
-        name: The argument, such as ``"role"`` or ``"channel"``.
-        value: What was passed.
-    """
-
-    def __init__(self, name: str, value: object, expected: str) -> None:
-        super().__init__(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
-        self.name = name
-        self.value = value
-
-
-class HistoryValueError(BotperfError, ValueError):
-    """Raised when a HistoryStore method's argument has the right type but an unusable value.
-
-    An empty role, or a ``count_tokens`` result that is not a non-negative int. Bad
-    constructor options raise `InvalidOptionError` instead.
-
-    Attributes:
-        name: The argument, such as ``"role"`` or ``"count_tokens(content)"``.
-        value: What was passed.
-    """
-
-    def __init__(self, name: str, value: object, expected: str) -> None:
-        super().__init__(f"{name} must be {expected}, got {value!r}")
-        self.name = name
-        self.value = value
-
-
-class HistoryFileError(BotperfError, ValueError):
-    """Raised when a HistoryStore file to load is truncated, not JSON, or not a history dump.
-
-    Attributes:
-        path: The file.
-        problem: What is wrong with it.
-    """
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(
-            f"cannot load history from {path!r}: {problem}; "
-            "load() reads the JSON files HistoryStore.dump() writes"
-        )
-        self.path = path
-        self.problem = problem
-
-
-class HistoryFileNotFoundError(BotperfError, FileNotFoundError):
-    """Raised when a HistoryStore file to load does not exist.
-
-    Attributes:
-        path: The file that was asked for.
-    """
-
-    def __init__(self, path: str) -> None:
-        super().__init__(
-            f"no history file at {path!r}: check the path, or start from an empty "
-            "HistoryStore() when there is nothing saved yet"
-        )
-        self.path = path
-
-
-class MetricsFieldError(BotperfError, ValueError):
-    """Raised when ``record()`` is given a field named ``ts`` or ``event``, which the writer sets.
-
-    Attributes:
-        event: The event being recorded.
-        field: The reserved field name.
-    """
-
-    def __init__(self, event: object, field: str) -> None:
-        super().__init__(
-            f"record({event!r}, {field}=...): the field name {field!r} is reserved, the writer "
-            "sets it (ts: the time of the call, event: the name); rename the field"
-        )
-        self.event = event
-        self.field = field
-
-
-class MetricsBufferFullError(BotperfError, RuntimeError):
-    """Raised when ``record()`` with ``on_full="block"`` would wait where nothing could free room.
-
-    On the event loop thread of an ``async with`` writer, waiting would stop the very loop
-    that writes the batches; before the writer is entered, nothing writes at all.
-    """
-
-    def __init__(self, max_buffer: int, where: str) -> None:
-        super().__init__(
-            f"the metrics buffer is full ({max_buffer} events) and on_full='block' cannot "
-            f"wait {where}; record from another thread, raise max_buffer, "
-            "or use on_full='drop_oldest' or 'drop_new'"
-        )
-        self.max_buffer = max_buffer
-
-
-class MetricsWriterStateError(BotperfError, RuntimeError):
-    """Raised when a metrics writer is used in a state that does not allow it.
-
-    For example recording after it was closed, entering it twice, or calling
-    ``flush_sync()`` on the event loop thread of an ``async with`` writer.
-    """
-
-
-def safe_repr(value: object) -> str:
-    """Return ``repr(value)``, or ``<unrepresentable TypeName>`` if that raises.
-
-    Values and exceptions are the user's objects: neither a written event nor an error
-    message about them may fail because their ``repr()`` does.
-    """
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unrepresentable {type(value).__name__}>"
+        self.line = line
 
 
 class MetricsWriteError(BotperfError):
@@ -411,3 +172,46 @@ class MetricsNotWrittenError(BotperfError):
         self.count = count
         self.saved = saved
         self.saved_to: str | None = saved_to if saved else None
+
+
+def safe_repr(value: object) -> str:
+    """Return ``repr(value)``, or ``<unrepresentable TypeName>`` if that raises.
+
+    Values and exceptions are the user's objects: neither a written event nor an error
+    message about them may fail because their ``repr()`` does.
+    """
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+class _Misuse(BotperfError):
+    """The base of the builtin stand-ins: a message, and the values it is about."""
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        for name, value in details.items():
+            setattr(self, name, value)
+
+
+class BotperfTypeError(_Misuse, TypeError):
+    """A `TypeError` botperf raises: an argument of the wrong type (not exported)."""
+
+
+class BotperfValueError(_Misuse, ValueError):
+    """A `ValueError` botperf raises: an argument of the right type but unusable value."""
+
+
+class BotperfRuntimeError(_Misuse, RuntimeError):
+    """A `RuntimeError` botperf raises: an object used in a state that does not allow it."""
+
+
+class BotperfFileNotFoundError(BotperfError, FileNotFoundError):
+    """A `FileNotFoundError` botperf raises, with ``filename`` set to the missing file."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(errno.ENOENT, message, path)
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message names the file already

@@ -74,7 +74,7 @@ class HistoryStore(Generic[ChannelT]):
             1, ``max_tokens`` not above the system prompt's tokens, a non-callable
             ``count_tokens`` or ``on_evict``, a non-str ``system_prompt``. It is both a
             ``ValueError`` and a ``TypeError``.
-        HistoryValueError: If ``count_tokens`` returned something other than a
+        ValueError: If ``count_tokens`` returned something other than a
             non-negative int for the system prompt.
     """
 
@@ -131,9 +131,9 @@ class HistoryStore(Generic[ChannelT]):
             author: Optionally, who wrote it, as a str.
 
         Raises:
-            HistoryTypeError: If ``role``, ``content`` or ``author`` is not a str (or
+            TypeError: If ``role``, ``content`` or ``author`` is not a str (or
                 ``author`` not None), or ``channel`` is unhashable.
-            HistoryValueError: If ``role`` is empty, or ``count_tokens`` returned
+            ValueError: If ``role`` is empty, or ``count_tokens`` returned
                 something other than a non-negative int.
         """
         message = check_message(role, content, author)
@@ -184,7 +184,7 @@ class HistoryStore(Generic[ChannelT]):
             The channel's messages, oldest first.
 
         Raises:
-            HistoryTypeError: If ``channel`` is unhashable.
+            TypeError: If ``channel`` is unhashable.
         """
         # _touch() inlined: get() is on the hot path, and a call costs ~50 ns.
         channels = self._channels
@@ -223,7 +223,7 @@ class HistoryStore(Generic[ChannelT]):
             A new list of new dicts, safe to modify.
 
         Raises:
-            HistoryTypeError: If ``channel`` is unhashable.
+            TypeError: If ``channel`` is unhashable.
         """
         history = self._touch(channel)
         prompt = self._options.prompt_start()
@@ -251,7 +251,7 @@ class HistoryStore(Generic[ChannelT]):
             channel: The channel's key.
 
         Raises:
-            HistoryTypeError: If ``channel`` is unhashable.
+            TypeError: If ``channel`` is unhashable.
         """
         try:
             history = self._channels.pop(channel, None)
@@ -317,7 +317,7 @@ class HistoryStore(Generic[ChannelT]):
             path: The file to write; its directory must exist.
 
         Raises:
-            HistoryTypeError: If a channel key is not a str or an int (JSON keeps only
+            TypeError: If a channel key is not a str or an int (JSON keeps only
                 those, with their type); nothing is written.
             OSError: If the file cannot be written (a full disk, a missing directory, no
                 permission); the error is of the class the OS gave and names ``path``
@@ -359,8 +359,8 @@ class HistoryStore(Generic[ChannelT]):
             The new store.
 
         Raises:
-            HistoryFileNotFoundError: If ``path`` does not exist or is a directory.
-            HistoryFileError: If the file is truncated, not JSON, nested too deeply, or
+            FileNotFoundError: If ``path`` does not exist or is a directory.
+            FileFormatError: If the file is truncated, not JSON, nested too deeply, or
                 not a history dump; the message names the file and the problem.
             OSError: If the file cannot be read (no permission, an I/O error); the
                 error is of the class the OS gave and names ``path`` (``filename``).

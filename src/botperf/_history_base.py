@@ -10,12 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, final
 
-from ._exceptions import (
-    HistoryTypeError,
-    HistoryValueError,
-    InvalidOptionError,
-    check_int_option,
-)
+from ._exceptions import BotperfTypeError, BotperfValueError, InvalidOptionError
+from ._options import check_int_option
 
 __all__ = [
     "HistoryStats",
@@ -89,28 +85,42 @@ def approximate_tokens(text: str) -> int:
 _new_tuple = tuple.__new__
 
 
+def argument_type_error(name: str, value: object, expected: str) -> TypeError:
+    """The `TypeError` for a history argument (``name``) of the wrong type."""
+    return BotperfTypeError(
+        f"{name} must be {expected}, got {value!r} ({type(value).__name__})",
+        name=name,
+        value=value,
+    )
+
+
+def argument_value_error(name: str, value: object, expected: str) -> ValueError:
+    """The `ValueError` for a history argument (``name``) of the right type but unusable."""
+    return BotperfValueError(f"{name} must be {expected}, got {value!r}", name=name, value=value)
+
+
 def check_message(role: object, content: object, author: object) -> Message:
     """Return the message of an ``append()``'s fields, once they are checked.
 
     Raises:
-        HistoryTypeError: If ``role``, ``content`` or ``author`` is not a str (or
+        TypeError: If ``role``, ``content`` or ``author`` is not a str (or
             ``author`` not None).
-        HistoryValueError: If ``role`` is empty.
+        ValueError: If ``role`` is empty.
     """
     if not isinstance(role, str):
-        raise HistoryTypeError("role", role, "a non-empty str such as 'user'")
+        raise argument_type_error("role", role, "a non-empty str such as 'user'")
     if not role:
-        raise HistoryValueError("role", role, "a non-empty str such as 'user'")
+        raise argument_value_error("role", role, "a non-empty str such as 'user'")
     if not isinstance(content, str):
-        raise HistoryTypeError("content", content, "a str")
+        raise argument_type_error("content", content, "a str")
     if author is not None and not isinstance(author, str):
-        raise HistoryTypeError("author", author, "a str or None")
+        raise argument_type_error("author", author, "a str or None")
     return _new_tuple(Message, (role, content, author))
 
 
-def unhashable_channel(channel: object) -> HistoryTypeError:
+def unhashable_channel(channel: object) -> TypeError:
     """Return the error for a channel key that is not hashable."""
-    return HistoryTypeError("channel", channel, "a hashable key such as an int or str")
+    return argument_type_error("channel", channel, "a hashable key such as an int or str")
 
 
 @final
@@ -151,7 +161,7 @@ class StoreOptions:
         Raises:
             InvalidOptionError: If an option is of the wrong type or out of range, or the
                 system prompt alone fills ``max_tokens``.
-            HistoryValueError: If ``count_tokens`` returns something other than a
+            ValueError: If ``count_tokens`` returns something other than a
                 non-negative int for the system prompt.
         """
         checked_channels = check_int_option(owner, "max_channels", max_channels, minimum=1)
@@ -191,7 +201,7 @@ class StoreOptions:
         """Return ``count_tokens(text)``, checked to be a non-negative int.
 
         Raises:
-            HistoryValueError: If it is not; ``what`` names the text counted.
+            ValueError: If it is not; ``what`` names the text counted.
         """
         return _checked_count(self.count_tokens, what, text)
 
@@ -225,5 +235,5 @@ class StoreOptions:
 def _checked_count(count_tokens: Callable[[str], int], what: str, text: str) -> int:
     count = count_tokens(text)
     if type(count) is not int or count < 0:
-        raise HistoryValueError(f"count_tokens({what})", count, "a non-negative int")
+        raise argument_value_error(f"count_tokens({what})", count, "a non-negative int")
     return count

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any, NoReturn, TypeAlias
 
-from ._exceptions import HistoryFileError, HistoryFileNotFoundError, HistoryTypeError
+from ._exceptions import BotperfFileNotFoundError, FileFormatError
+from ._history_base import argument_type_error
 
 if sys.platform != "win32":
     import fcntl
@@ -37,7 +38,7 @@ def write_history(
     """Write ``channels`` (key, messages) to ``path`` atomically, as `dump()` documents.
 
     Raises:
-        HistoryTypeError: If a key is not a str or an int; nothing is written.
+        TypeError: If a key is not a str or an int; nothing is written.
         OSError: Of the class the OS gave, naming ``path``, which is left as it was.
     """
     _write_atomically(os.fspath(path), _encode_document(channels))
@@ -47,8 +48,8 @@ def read_history(path: str | os.PathLike[str]) -> list[tuple[int | str, list[Fie
     """Read the channels (key, messages) of the dump at ``path``, as `load()` documents.
 
     Raises:
-        HistoryFileNotFoundError: If ``path`` does not exist or is not a regular file.
-        HistoryFileError: If the file is not a dump botperf can read.
+        FileNotFoundError: If ``path`` does not exist or is not a regular file.
+        FileFormatError: If the file is not a dump botperf can read.
         OSError: Of the class the OS gave, naming ``path``.
     """
     file_path = os.fspath(path)
@@ -57,7 +58,12 @@ def read_history(path: str | os.PathLike[str]) -> list[tuple[int | str, list[Fie
 
 def _refuse(path: str, problem: str, cause: BaseException | None = None) -> NoReturn:
     """Raise the file-format error for a history file that is not a readable dump."""
-    raise HistoryFileError(path, problem) from cause
+    raise FileFormatError(
+        f"cannot load history from {path!r}: {problem}; "
+        "load() reads the JSON files HistoryStore.dump() writes",
+        path=path,
+        line=None,
+    ) from cause
 
 
 def _naming(error: OSError, path: str, action: str) -> OSError:
@@ -76,7 +82,7 @@ def _encode_channel(channel: object) -> object:
         return channel if channel.bit_length() <= _MAX_NUMBER_BITS else {"int": hex(channel)}
     if type(channel) is str:
         return channel
-    raise HistoryTypeError(
+    raise argument_type_error(
         "channel",
         channel,
         "a str or int to be written by dump() (JSON keeps only those, with their type)",
@@ -106,16 +112,24 @@ def _encode_document(channels: Iterable[tuple[object, Iterable[Fields]]]) -> str
     return json.dumps(document, separators=(",", ":"))
 
 
+def _not_found(path: str) -> FileNotFoundError:
+    return BotperfFileNotFoundError(
+        f"no history file at {path!r}: check the path, or start from an empty "
+        "HistoryStore() when there is nothing saved yet",
+        path,
+    )
+
+
 def _read_document(path: str) -> Any:
     """Read and decode the JSON document at ``path``."""
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        raise HistoryFileNotFoundError(path) from None
+        raise _not_found(path) from None
     except OSError as exc:
         raise _naming(exc, path, "HistoryStore.load() could not read it") from exc
     if not stat.S_ISREG(status.st_mode):
-        raise HistoryFileNotFoundError(path)
+        raise _not_found(path)
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from math import ceil, log
 from typing import final
 
-from ._exceptions import IncompatibleRecordersError, InvalidDurationError, InvalidOptionError
+from ._exceptions import BotperfValueError, InvalidOptionError
 
 __all__ = ["LatencyRecorder", "LatencyStats"]
 
@@ -166,7 +166,7 @@ class LatencyRecorder:
                 duration counts in the percentiles either way.
 
         Raises:
-            InvalidDurationError: If ``seconds`` is negative, NaN or infinite (also a
+            ValueError: If ``seconds`` is negative, NaN or infinite (also a
                 ``ValueError``); nothing is recorded.
         """
         # Chained comparisons against module constants: NaN, infinity and negatives fail
@@ -177,7 +177,12 @@ class LatencyRecorder:
         elif 0.0 <= seconds < ZERO_THRESHOLD:
             key = _ZERO_KEY
         else:
-            raise InvalidDurationError(name, seconds)
+            raise BotperfValueError(
+                f"cannot record {seconds!r} seconds for {name!r}: a duration must be a finite "
+                "number >= 0; measure with time.perf_counter() differences",
+                name=name,
+                seconds=seconds,
+            )
         lock = self._lock
         lock.acquire()
         try:
@@ -245,11 +250,18 @@ class LatencyRecorder:
         ``other`` is left unchanged.
 
         Raises:
-            IncompatibleRecordersError: If the recorders' relative accuracies differ
+            ValueError: If the recorders' relative accuracies differ
                 (also a ``ValueError``); nothing is merged.
         """
         if other._relative_accuracy != self._relative_accuracy:
-            raise IncompatibleRecordersError(self._relative_accuracy, other._relative_accuracy)
+            raise BotperfValueError(
+                f"cannot merge a LatencyRecorder with relative_accuracy="
+                f"{other._relative_accuracy!r} into one with relative_accuracy="
+                f"{self._relative_accuracy!r}: their buckets differ; build both recorders "
+                "with the same relative_accuracy",
+                accuracy=self._relative_accuracy,
+                other_accuracy=other._relative_accuracy,
+            )
         with other._lock:
             incoming = {name: sketch.copy() for name, sketch in other._sketches.items()}
         with self._lock:

@@ -21,16 +21,14 @@ from typing_extensions import Self
 
 from ._encoding import EncoderName, encode_batch
 from ._exceptions import (
+    BotperfRuntimeError,
+    BotperfValueError,
     InvalidOptionError,
-    MetricsBufferFullError,
-    MetricsFieldError,
     MetricsNotWrittenError,
     MetricsWriteError,
-    MetricsWriterStateError,
-    check_int_option,
-    check_seconds_option,
     safe_repr,
 )
+from ._options import check_int_option, check_seconds_option
 from ._sinks import JsonLinesFileSink, MetricsSink, as_sink, save_lines
 
 __all__ = ["BatchMetricsWriter", "OnFull", "WriterStats"]
@@ -140,7 +138,7 @@ class BatchMetricsWriter:
             ``"drop_oldest"`` (the default) drops the oldest waiting event that is not
             part of a batch being written or retried (or the new one if there is none);
             ``"drop_new"`` drops the new event; ``"block"`` waits for room, and raises
-            `botperf.MetricsBufferFullError` where waiting could never end (on
+            `RuntimeError` where waiting could never end (on
             the event loop thread of an ``async with`` writer, or before it is entered).
             Every drop is counted in ``stats.dropped`` and logged once per burst.
         rotate_bytes: For a file path: rotate before the file would grow past this many
@@ -291,13 +289,17 @@ class BatchMetricsWriter:
                 JSON cannot hold are written as their ``repr()`` string.
 
         Raises:
-            MetricsFieldError: If a field is named ``ts`` or ``event``.
-            MetricsWriterStateError: If the writer is closed.
-            MetricsBufferFullError: With ``on_full="block"`` and a full buffer, where
+            ValueError: If a field is named ``ts`` or ``event``.
+            RuntimeError: If the writer is closed.
+            RuntimeError: With ``on_full="block"`` and a full buffer, where
                 waiting could never end (see ``on_full``).
         """
         if "ts" in fields or "event" in fields:
-            raise MetricsFieldError(event, "ts" if "ts" in fields else "event")
+            field = "ts" if "ts" in fields else "event"
+            raise BotperfValueError(
+                f"record({event!r}, {field}=...): the field name {field!r} is reserved, the "
+                "writer sets it (ts: the time of the call, event: the name); rename the field"
+            )
         queue = self._queue
         if len(queue) >= self._room:
             self._record_carefully(event, fields)
@@ -322,7 +324,7 @@ class BatchMetricsWriter:
         Raises:
             MetricsWriteError: If a batch write failed; that batch is kept and retried
                 with backoff by the flusher, and the error says how many events wait.
-            MetricsWriterStateError: If the writer has closed with events its sink
+            RuntimeError: If the writer has closed with events its sink
                 would not take (the close raised `botperf.MetricsNotWrittenError`
                 for them).
         """
@@ -335,12 +337,12 @@ class BatchMetricsWriter:
 
         Raises:
             MetricsWriteError: As `flush`.
-            MetricsWriterStateError: If called on the event loop thread of an
+            RuntimeError: If called on the event loop thread of an
                 ``async with`` writer, where it would block the loop: ``await flush()``;
                 or as `flush`, after a close that left events unwritten.
         """
         if self._loop_thread == threading.get_ident():
-            raise MetricsWriterStateError(
+            raise BotperfRuntimeError(
                 "flush_sync() would block the event loop this writer runs on; "
                 "use 'await writer.flush()' there"
             )
@@ -413,7 +415,7 @@ class BatchMetricsWriter:
         """Record under the lock: the buffer is full or the writer is closing."""
         with self._lock:
             if not self._accepting:
-                raise MetricsWriterStateError(
+                raise BotperfRuntimeError(
                     f"record({event!r}): this metrics writer is closed; record before it closes"
                 )
             if len(self._queue) + self._taken >= self._max_buffer:
@@ -450,17 +452,15 @@ class BatchMetricsWriter:
                     break
             else:
                 return  # the final drain took it before marking the queue drained
-        raise MetricsWriterStateError(
+        raise BotperfRuntimeError(
             f"record({entry[1]!r}): this metrics writer is closed; record before it closes"
         )
 
     def _wait_for_room(self) -> None:
         if self._loop_thread == threading.get_ident():
-            raise MetricsBufferFullError(
-                self._max_buffer, "on the event loop thread the writer runs on"
-            )
+            raise self._buffer_full("on the event loop thread the writer runs on")
         if not self._entered:
-            raise MetricsBufferFullError(self._max_buffer, "before the writer is entered")
+            raise self._buffer_full("before the writer is entered")
         self._blocked += 1
         try:
             while self._accepting and len(self._queue) + self._taken >= self._max_buffer:
@@ -468,9 +468,14 @@ class BatchMetricsWriter:
         finally:
             self._blocked -= 1
         if not self._accepting:
-            raise MetricsWriterStateError(
-                "this metrics writer closed while record() waited for room"
-            )
+            raise BotperfRuntimeError("this metrics writer closed while record() waited for room")
+
+    def _buffer_full(self, where: str) -> RuntimeError:
+        return BotperfRuntimeError(
+            f"the metrics buffer is full ({self._max_buffer} events) and on_full='block' "
+            f"cannot wait {where}; record from another thread, raise max_buffer, "
+            "or use on_full='drop_oldest' or 'drop_new'"
+        )
 
     def _wake_loop(self) -> None:
         if threading.get_ident() == self._loop_thread:
@@ -546,7 +551,7 @@ class BatchMetricsWriter:
                 with self._lock:
                     unwritten = self._unwritten
                 if unwritten:
-                    raise MetricsWriterStateError(
+                    raise BotperfRuntimeError(
                         f"this metrics writer is closed: {unwritten} events it could not "
                         "write were reported by MetricsNotWrittenError at close"
                     )
@@ -656,7 +661,7 @@ class BatchMetricsWriter:
     def _enter(self, how: str) -> None:
         with self._lock:
             if self._entered or not self._accepting:
-                raise MetricsWriterStateError(
+                raise BotperfRuntimeError(
                     f"{how}: a BatchMetricsWriter is entered once; create a new one"
                 )
             self._entered = True

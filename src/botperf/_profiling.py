@@ -22,8 +22,9 @@ from typing import Any, ParamSpec, Protocol, TextIO, TypeVar, cast, final
 
 from typing_extensions import Self
 
-from ._exceptions import InvalidOptionError, TimerInUseError, check_int_option
+from ._exceptions import BotperfRuntimeError, InvalidOptionError
 from ._latency import _DEFAULT_RECORDER, LatencyRecorder
+from ._options import check_int_option
 
 __all__ = ["EventRecorder", "profile", "timed"]
 
@@ -88,7 +89,7 @@ class timed:
             ``None`` before a block has finished.
 
     Raises:
-        TimerInUseError: If the object is entered as a context manager while it is
+        RuntimeError: If the object is entered as a context manager while it is
             already timing a block.
     """
 
@@ -150,7 +151,7 @@ class timed:
 
     def __enter__(self) -> Self:
         if self._start != _IDLE:
-            raise TimerInUseError("timed", self._name)
+            raise _in_use("timed", self._name)
         self._start = perf_counter()
         return self
 
@@ -172,7 +173,7 @@ class timed:
     # a tenth to the cost of every async block.
     async def __aenter__(self) -> Self:
         if self._start != _IDLE:
-            raise TimerInUseError("timed", self._name)
+            raise _in_use("timed", self._name)
         self._start = perf_counter()
         return self
 
@@ -192,6 +193,16 @@ class timed:
 
     def __repr__(self) -> str:
         return f"timed({self._name!r}, recorder={self._recorder!r})"
+
+
+def _in_use(kind: str, name: str) -> RuntimeError:
+    """The error for a `timed` or `profile` object entered again before it exited."""
+    return BotperfRuntimeError(
+        f"{kind}({name!r}) is already timing a block: one object times one block at a "
+        f"time; call {kind}(...) afresh for each block (as in `with {kind}(...):`), "
+        "or use it as a decorator, which is safe for concurrent calls",
+        name=name,
+    )
 
 
 class _Finish(Protocol):
@@ -263,7 +274,7 @@ class profile:
     Raises:
         InvalidOptionError: If ``top`` is not an int of at least 0, or ``sort`` is not
             a pstats sort key (also a ``ValueError`` and a ``TypeError``).
-        TimerInUseError: If the object is entered while it is already profiling.
+        RuntimeError: If the object is entered while it is already profiling.
     """
 
     def __init__(
@@ -286,7 +297,7 @@ class profile:
 
     def __enter__(self) -> Self:
         if self._active:
-            raise TimerInUseError("profile", str(self._path))
+            raise _in_use("profile", str(self._path))
         self._active = True
         self._profiler = self._start()
         return self

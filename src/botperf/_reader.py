@@ -9,7 +9,8 @@ import stat
 from collections.abc import Iterator
 from typing import IO, Any
 
-from ._exceptions import MetricsFileError, MetricsFileNotFoundError, check_int_option
+from ._exceptions import BotperfFileNotFoundError, FileFormatError
+from ._options import check_int_option
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "read_metrics"]
 
@@ -42,11 +43,11 @@ def read_metrics(
 
     Raises:
         InvalidOptionError: At once, if ``max_line_bytes`` is not an int of at least 1.
-        MetricsFileNotFoundError: At once, if ``path`` does not exist or is not a
+        FileNotFoundError: At once, if ``path`` does not exist or is not a
             regular file (a directory); a ``FileNotFoundError`` too.
         OSError: At once, or while iterating, if the file cannot be opened or read
             (``PermissionError`` for one it may not read); ``filename`` is ``path``.
-        MetricsFileError: While iterating, if a line other than a torn last one is not
+        FileFormatError: While iterating, if a line other than a torn last one is not
             a JSON object, is nested too deeply to parse, or is longer than
             ``max_line_bytes``; the message names the file and the line number.
     """
@@ -55,21 +56,32 @@ def read_metrics(
     try:
         mode = os.stat(file_path).st_mode
         if not stat.S_ISREG(mode):
-            raise MetricsFileNotFoundError(file_path)
+            raise _not_found(file_path)
         # Opened now, and closed, so that a file it may not read fails at the call, like a
         # missing one; the iterator opens it again when it starts.
         with open(file_path, "rb"):
             pass
     except (FileNotFoundError, NotADirectoryError):  # a/b/c where a/b is a file
-        raise MetricsFileNotFoundError(file_path) from None
+        raise _not_found(file_path) from None
     except OSError as exc:
         raise _os_error(file_path, exc) from exc
     return _iter_events(file_path, max_line_bytes)
 
 
-def _format_error(path: str, line_number: int, problem: str) -> MetricsFileError:
+def _format_error(path: str, line_number: int, problem: str) -> FileFormatError:
     # The one place the reader builds its file-format error.
-    return MetricsFileError(path, line_number, problem)
+    return FileFormatError(
+        f"{path}, line {line_number}: {problem}; "
+        "a metrics file holds one JSON object per line, as BatchMetricsWriter writes them",
+        path=path,
+        line=line_number,
+    )
+
+
+def _not_found(path: str) -> FileNotFoundError:
+    return BotperfFileNotFoundError(
+        f"no metrics file at {path!r}: check the path, or write one first", path
+    )
 
 
 def _os_error(path: str, exc: OSError) -> OSError:
@@ -83,7 +95,7 @@ def _iter_events(path: str, max_line_bytes: int) -> Iterator[dict[str, Any]]:
         with open(path, "rb") as file:
             yield from _parse_lines(path, file, max_line_bytes)
     except FileNotFoundError:
-        raise MetricsFileNotFoundError(path) from None
+        raise _not_found(path) from None
     except OSError as exc:
         raise _os_error(path, exc) from exc
 

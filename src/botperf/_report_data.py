@@ -218,9 +218,9 @@ def load_report(path: str, since: Since | None, names: Sequence[str] | None) -> 
         names: Keep only these event names; ``None`` keeps all.
 
     Raises:
-        MetricsFileNotFoundError: If there is no metrics file at ``path``.
+        FileNotFoundError: If there is no metrics file at ``path``.
         OSError: If it cannot be read; ``filename`` names it.
-        MetricsFileError: For a line `botperf.read_metrics` refuses, naming it.
+        FileFormatError: For a line `botperf.read_metrics` refuses, naming it.
     """
     # One pass, keeping only numbers: 8 bytes per event, 16 per timing value. A relative
     # --since needs the newest time, known only at the end, so filtering comes last.

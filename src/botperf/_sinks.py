@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any, Protocol, final, runtime_checkable
 
 from ._encoding import EncoderName, encode_batch, resolve_encoder
-from ._exceptions import InvalidOptionError, check_int_option
+from ._exceptions import InvalidOptionError
+from ._options import check_int_option
 
 __all__ = ["JsonLinesFileSink", "MetricsSink", "as_sink", "save_lines"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from typing_extensions import assert_type
 
-from botperf import DedupCancelledError, DedupKeyError, Deduplicator, DedupStats, deduplicate
+from botperf import DedupCancelledError, Deduplicator, DedupStats, deduplicate
 
 dedup = Deduplicator(ttl=2.0, max_cached=100, cancel_abandoned=False)
 assert_type(dedup.in_flight, int)
@@ -48,5 +48,4 @@ async def use_decorated() -> None:
     await lookup("one")  # type: ignore[arg-type]
 
 
-assert_type(DedupKeyError([], "here", "unhashable").key, object)
 assert_type(DedupCancelledError("key").key, object)

@@ -12,9 +12,9 @@ from botperf import (
     MetricsNotWrittenError,
     MetricsSink,
     MetricsWriteError,
-    OnFull,
     WriterStats,
 )
+from botperf._metrics import OnFull
 
 
 def ship(events: list[dict[str, Any]]) -> None:

@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 from typing_extensions import ParamSpec
 
 from .._dedup import Deduplicator, call_key
-from .._exceptions import InvalidOptionError, check_seconds_option
+from .._exceptions import InvalidOptionError
+from .._options import check_seconds_option
 from ._codec import Codec, JsonCodec
 from ._connection import Connection, translate_errors
 from ._errors import RedisCommandError, RedisKeyError, RedisRemoteError, RedisUnavailableError
@@ -636,7 +637,7 @@ def deduplicate(
             (see `RedisDeduplicator`).
         TypeError: When decorating an async generator function (streams are shared
             within a process only: use `botperf.deduplicate`).
-        DedupKeyError: When the decorated function is called, if the key (by default
+        TypeError: When the decorated function is called, if the key (by default
             its arguments) is not hashable.
         TypeError: When the decorated function is called, if JSON cannot hold the key
             (by default its arguments).

@@ -13,17 +13,17 @@ from redis.asyncio import Redis
 from typing_extensions import TypeVar
 
 from .._exceptions import (
-    HistoryTypeError,
     InvalidOptionError,
-    check_seconds_option,
 )
 from .._history_base import (
     HistoryStats,
     Message,
     StoreOptions,
+    argument_type_error,
     check_message,
     unhashable_channel,
 )
+from .._options import check_seconds_option
 from ._connection import Connection
 from ._errors import RedisCommandError
 from ._resource import RedisResource
@@ -211,9 +211,9 @@ class RedisHistoryStore(RedisResource, Generic[ChannelT]):
             author: Optionally, who wrote it, as a str.
 
         Raises:
-            HistoryTypeError: If ``role``, ``content`` or ``author`` is not a str (or
+            TypeError: If ``role``, ``content`` or ``author`` is not a str (or
                 ``author`` not None), or ``channel`` is not a str or an int.
-            HistoryValueError: If ``role`` is empty, or ``count_tokens`` returned
+            ValueError: If ``role`` is empty, or ``count_tokens`` returned
                 something other than a non-negative int.
             RedisUnavailableError: If Redis cannot be reached or does not answer within
                 ``timeout``; the message may or may not have been appended.
@@ -252,7 +252,7 @@ class RedisHistoryStore(RedisResource, Generic[ChannelT]):
             The channel's messages, oldest first.
 
         Raises:
-            HistoryTypeError: If ``channel`` is not a str or an int.
+            TypeError: If ``channel`` is not a str or an int.
             RedisUnavailableError: If Redis cannot be reached or does not answer in time.
             RedisCommandError: If Redis refused the read or a message is not botperf's.
         """
@@ -281,7 +281,7 @@ class RedisHistoryStore(RedisResource, Generic[ChannelT]):
             A new list of new dicts, safe to modify.
 
         Raises:
-            HistoryTypeError: If ``channel`` is not a str or an int.
+            TypeError: If ``channel`` is not a str or an int.
             RedisUnavailableError: If Redis cannot be reached or does not answer in time.
             RedisCommandError: If Redis refused the read or a message is not botperf's.
         """
@@ -316,7 +316,7 @@ class RedisHistoryStore(RedisResource, Generic[ChannelT]):
             channel: The channel's key, a str or an int.
 
         Raises:
-            HistoryTypeError: If ``channel`` is not a str or an int.
+            TypeError: If ``channel`` is not a str or an int.
             RedisUnavailableError: If Redis cannot be reached or does not answer in time.
             RedisCommandError: If Redis refused the update.
         """
@@ -437,7 +437,7 @@ def _member(channel: object) -> str:
         hash(channel)
     except TypeError:
         raise unhashable_channel(channel) from None
-    raise HistoryTypeError(
+    raise argument_type_error(
         "channel",
         channel,
         "a str or int to be kept in Redis (JSON keeps only those, with their type)",

@@ -9,7 +9,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .._encoding import EncoderName, encode_batch, resolve_encoder
-from .._exceptions import InvalidOptionError, check_seconds_option
+from .._exceptions import InvalidOptionError
+from .._options import check_seconds_option
 from ._connection import address_of, translate_errors
 
 __all__ = ["RedisStreamSink"]
