@@ -110,56 +110,26 @@ def _thread_safe_scheduler(
 class BatchMetricsWriter:
     """Records metric events in O(1) and writes them in batches, off the event loop.
 
-    ``record()`` only appends the event to an in-memory deque (atomic, so it is safe
-    from any thread and any task without a lock); a background flusher encodes and
-    writes each batch in a worker thread. A batch is written when ``max_batch`` events
-    wait or ``max_delay`` seconds have passed since the oldest waiting event, whichever
-    comes first. A failed write keeps its batch and is retried with exponential backoff.
-
-    Use it as ``async with`` (the flusher is a task in a task group the writer enters in
-    ``__aenter__``, and writes run through `anyio.to_thread.run_sync`; works on
-    asyncio and trio) or as a plain ``with`` from sync code (the flusher is a daemon
-    thread). Each writer is entered once. Leaving the block writes everything left
-    (shielded from cancellation, after any write in flight from another thread) and
-    closes the sink; if the sink still refuses some events, they are saved to a file
-    and `botperf.MetricsNotWrittenError` is raised. Every recorded event ends up
-    written, dropped (counted) or reported by that error.
+    ``record()`` appends to an in-memory deque, safe from any thread; a flusher writes a
+    batch when ``max_batch`` events wait or ``max_delay`` seconds after the oldest, in a
+    worker thread, retrying failures with backoff. Use it as ``async with`` (asyncio or
+    trio) or ``with`` (a daemon thread). Leaving writes what is left and closes the sink;
+    events it still refuses are saved to ``unwritten_path`` and reported by
+    `MetricsNotWrittenError`. The Batched metrics page of the docs has the details.
 
     Args:
-        path_or_sink: A file path (events are appended to it as JSON lines by a
-            `JsonLinesFileSink`), a `MetricsSink`, or a function that
-            receives each batch as a list of event dicts.
-        max_batch: Write when this many events wait; an int, at least 1.
-        max_delay: Write at the latest this many seconds after the oldest waiting event
-            was recorded; positive and finite.
-        max_buffer: Events that may wait at most, counting a batch being written or kept
-            for retry; an int, at least ``max_batch``. Memory stays bounded by it.
-        on_full: What ``record()`` does when ``max_buffer`` events wait:
-            ``"drop_oldest"`` (the default) drops the oldest waiting event that is not
-            part of a batch being written or retried (or the new one if there is none);
-            ``"drop_new"`` drops the new event; ``"block"`` waits for room, and raises
-            `RuntimeError` where waiting could never end (on
-            the event loop thread of an ``async with`` writer, or before it is entered).
-            Every drop is counted in ``stats.dropped`` and logged once per burst.
-        rotate_bytes: For a file path: rotate before the file would grow past this many
-            bytes (see `JsonLinesFileSink`); ``None`` never rotates.
-        backups: For a file path: rotated files to keep; an int, at least 1.
-        fsync: For a file path: ``os.fsync`` after every batch (durable, one disk flush
-            per batch).
-        encoder: For a file path: ``"auto"`` (orjson when importable), ``"json"`` or
-            ``"orjson"``.
-        retry_delay: Seconds before the first retry of a failed batch; it doubles with
-            each failure in a row, up to ``max_retry_delay``; positive and finite.
-        max_retry_delay: The longest wait between retries, in seconds; finite, at least
-            ``retry_delay``. Retries go on every ``max_retry_delay`` for as long as
-            the sink keeps failing.
-        unwritten_path: Where events the sink never took are saved at close. By default
-            ``<file>.unwritten.jsonl`` beside a file sink, or
-            ``botperf-metrics-<pid>.unwritten.jsonl`` in the temp directory for other sinks.
+        path_or_sink: A file path (JSON lines), a `MetricsSink`, or a function of a batch.
+        max_batch: Write when this many events wait (at least 1).
+        max_delay: Seconds after the oldest waiting event by which it is written.
+        max_buffer: Most events waiting, batches in flight included (>= ``max_batch``).
+        on_full: When full: ``"drop_oldest"`` (default), ``"drop_new"`` or ``"block"``.
+        rotate_bytes, backups, fsync, encoder: File options (see `JsonLinesFileSink`).
+        retry_delay: Seconds before the first retry; doubles up to ``max_retry_delay``.
+        max_retry_delay: The longest wait between retries, which go on for the outage.
+        unwritten_path: Where events never written are saved at close.
 
     Raises:
-        InvalidOptionError: If an option has the wrong type or is out of its range (the
-            message gives the allowed range), or file options are given with a sink.
+        InvalidOptionError: If an option has the wrong type or is out of its range.
         TypeError: If ``path_or_sink`` is not a path, sink or function.
     """
 
