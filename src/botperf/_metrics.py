@@ -115,7 +115,7 @@ class BatchMetricsWriter:
     worker thread, retrying failures with backoff. Use it as ``async with`` (asyncio or
     trio) or ``with`` (a daemon thread). Leaving writes what is left and closes the sink;
     events it still refuses are saved to ``unwritten_path`` and reported by
-    `MetricsNotWrittenError`. The Batched metrics page of the docs has the details.
+    `MetricsNotWrittenError`. The Batched metrics page has the details.
 
     Args:
         path_or_sink: A file path (JSON lines), a `MetricsSink`, or a function of a batch.
@@ -123,7 +123,10 @@ class BatchMetricsWriter:
         max_delay: Seconds after the oldest waiting event by which it is written.
         max_buffer: Most events waiting, batches in flight included (>= ``max_batch``).
         on_full: When full: ``"drop_oldest"`` (default), ``"drop_new"`` or ``"block"``.
-        rotate_bytes, backups, fsync, encoder: File options (see `JsonLinesFileSink`).
+        rotate_bytes: For a file path: rotate past this size (see `JsonLinesFileSink`).
+        backups: For a file path: rotated files kept.
+        fsync: For a file path: ``os.fsync`` after every batch.
+        encoder: For a file path: ``"auto"`` (orjson if importable), ``"json"``, ``"orjson"``.
         retry_delay: Seconds before the first retry; doubles up to ``max_retry_delay``.
         max_retry_delay: The longest wait between retries, which go on for the outage.
         unwritten_path: Where events never written are saved at close.
