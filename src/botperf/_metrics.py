@@ -110,12 +110,10 @@ def _thread_safe_scheduler(
 class BatchMetricsWriter:
     """Records metric events in O(1) and writes them in batches, off the event loop.
 
-    ``record()`` appends to an in-memory deque, safe from any thread; a flusher writes a
-    batch when ``max_batch`` events wait or ``max_delay`` seconds after the oldest, in a
-    worker thread, retrying failures with backoff. Use it as ``async with`` (asyncio or
-    trio) or ``with`` (a daemon thread). Leaving writes what is left and closes the sink;
-    events it still refuses are saved to ``unwritten_path`` and reported by
-    `MetricsNotWrittenError`. The Batched metrics page has the details.
+    ``record()`` appends to a deque, from any thread; a flusher writes batches in a worker
+    thread, retrying failures with backoff. Use it as ``async with`` (asyncio or trio) or
+    ``with`` (a daemon thread). Leaving writes the rest; what the sink still refuses is
+    saved and reported by `MetricsNotWrittenError`. The Batched metrics page has more.
 
     Args:
         path_or_sink: A file path (JSON lines), a `MetricsSink`, or a function of a batch.
