@@ -29,6 +29,7 @@ from ._exceptions import MetricsFileNotFoundError as MetricsFileNotFoundError
 from ._exceptions import MetricsNotWrittenError as MetricsNotWrittenError
 from ._exceptions import MetricsWriteError as MetricsWriteError
 from ._exceptions import MetricsWriterStateError as MetricsWriterStateError
+from ._exceptions import RateLimitedError as RateLimitedError
 from ._exceptions import RedisAsyncioRequiredError as RedisAsyncioRequiredError
 from ._exceptions import RedisCommandError as RedisCommandError
 from ._exceptions import RedisKeyError as RedisKeyError
@@ -36,6 +37,8 @@ from ._exceptions import RedisRemoteError as RedisRemoteError
 from ._exceptions import RedisUnavailableError as RedisUnavailableError
 from ._exceptions import StreamTooLongError as StreamTooLongError
 from ._exceptions import TimerInUseError as TimerInUseError
+from ._fair import FairLimiter as FairLimiter
+from ._fair import FairLimiterStats as FairLimiterStats
 from ._history import HistoryStats as HistoryStats
 from ._history import HistoryStore as HistoryStore
 from ._history import Message as Message
@@ -48,6 +51,8 @@ from ._metrics import WriterStats as WriterStats
 from ._profiling import EventRecorder as EventRecorder
 from ._profiling import profile as profile
 from ._profiling import timed as timed
+from ._ratelimit import RateLimiter as RateLimiter
+from ._ratelimit import RateLimiterStats as RateLimiterStats
 from ._reader import read_metrics as read_metrics
 from ._sinks import JsonLinesFileSink as JsonLinesFileSink
 from ._sinks import MetricsSink as MetricsSink
@@ -66,6 +71,8 @@ __all__ = [
     "DedupStats",
     "Deduplicator",
     "EventRecorder",
+    "FairLimiter",
+    "FairLimiterStats",
     "HistoryFileError",
     "HistoryFileNotFoundError",
     "HistoryStats",
@@ -88,6 +95,9 @@ __all__ = [
     "MetricsWriteError",
     "MetricsWriterStateError",
     "OnFull",
+    "RateLimitedError",
+    "RateLimiter",
+    "RateLimiterStats",
     "RedisAsyncioRequiredError",
     "RedisCommandError",
     "RedisKeyError",
