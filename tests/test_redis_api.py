@@ -13,6 +13,7 @@ DOCUMENTED_REDIS_API = {
     "RedisDedupStats",
     "RedisDeduplicator",
     "RedisHistoryStore",
+    "RedisRateLimiter",
     "RedisStreamSink",
     "deduplicate",
 }

@@ -19,7 +19,14 @@ from ._exceptions import (
     check_seconds_option,
 )
 
-__all__ = ["RateLimiter", "RateLimiterStats", "check_number_option", "unhashable_key"]
+__all__ = [
+    "RateLimiter",
+    "RateLimiterStats",
+    "check_cost",
+    "check_number_option",
+    "check_timeout",
+    "unhashable_key",
+]
 
 
 @final
@@ -272,18 +279,7 @@ class RateLimiter:
 
     def _cost_interval(self, cost: object, method: str) -> float:
         """The time ``cost`` units take to refill, after checking it could ever be admitted."""
-        if isinstance(cost, bool) or not isinstance(cost, (int, float)):
-            raise TypeError(
-                f"RateLimiter.{method}(cost={cost!r}): cost must be a number of units, "
-                "such as 1 or 2.5"
-            )
-        if not 0 < cost <= self._burst:  # NaN fails too
-            raise ValueError(
-                f"RateLimiter.{method}(cost={cost!r}): cost must be above 0 and at most "
-                f"burst={self._burst:g}, or it could never be admitted; raise burst, or "
-                "split the request"
-            )
-        return self._interval * cost
+        return self._interval * check_cost(cost, self._burst, f"RateLimiter.{method}")
 
 
 def check_number_option(owner: str, option: str, value: object, *, minimum: float = 0.0) -> float:
@@ -302,6 +298,24 @@ def check_number_option(owner: str, option: str, value: object, *, minimum: floa
         allowed = "a finite number " + (f"of at least {minimum:g}" if minimum else "above 0")
         raise InvalidOptionError(owner, option, value, allowed)
     return float(value)
+
+
+def check_cost(cost: object, burst: float, where: str) -> float:
+    """Return ``cost`` as a float if it is a number above 0 and at most ``burst``.
+
+    Raises:
+        TypeError: If it is not a number (booleans included).
+        ValueError: If it is not above 0 or is above ``burst`` (NaN included), so that
+            it could never be admitted.
+    """
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)):
+        raise TypeError(f"{where}(cost={cost!r}): cost must be a number of units, such as 1 or 2.5")
+    if not 0 < cost <= burst:  # NaN fails too
+        raise ValueError(
+            f"{where}(cost={cost!r}): cost must be above 0 and at most burst={burst:g}, "
+            "or it could never be admitted; raise burst, or split the request"
+        )
+    return float(cost)
 
 
 def check_timeout(timeout: object) -> float:

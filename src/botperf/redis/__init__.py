@@ -20,6 +20,7 @@ from ._dedup import RedisDeduplicator as RedisDeduplicator
 from ._dedup import RedisDedupStats as RedisDedupStats
 from ._dedup import deduplicate as deduplicate
 from ._history import RedisHistoryStore as RedisHistoryStore
+from ._ratelimit import RedisRateLimiter as RedisRateLimiter
 from ._sink import RedisStreamSink as RedisStreamSink
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "RedisDedupStats",
     "RedisDeduplicator",
     "RedisHistoryStore",
+    "RedisRateLimiter",
     "RedisStreamSink",
     "deduplicate",
 ]
