@@ -378,7 +378,7 @@ def run(quick: bool) -> Report:
     )
     report.notes.append(f"tracemalloc peak over those keys: {peak:,} B above the start")
 
-    redis = redis_measurements(2_000 if quick else 5_000, 3 if quick else 5)
+    redis = redis_measurements(500 if quick else 2_000, 3 if quick else 5)
     if isinstance(redis, str):
         report.notes.append(redis)
     else:

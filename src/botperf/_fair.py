@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import final
@@ -130,7 +131,7 @@ class FairLimiter:
         """The state and counters now (a new snapshot at each access)."""
         return FairLimiterStats(self._in_use, self._waiting, self._admitted, self._rejected)
 
-    def slot(self, key: Hashable) -> _Slot:
+    def slot(self, key: Hashable) -> AbstractAsyncContextManager[None]:
         """An async context manager that holds one slot for ``key`` while its block runs.
 
         ``async with limiter.slot(key):`` waits (fairly, see the class) for a slot,

@@ -150,11 +150,8 @@ class RedisRateLimiter:
     async def retry_after(self, key: Hashable, cost: float = 1) -> float:
         """Seconds until a request for ``key`` costing ``cost`` would be admitted; 0.0 if now.
 
-        One round trip; consumes nothing.
-
-        Raises:
-            TypeError, RedisKeyError, ValueError, RedisUnavailableError,
-            RedisCommandError: As for `check`.
+        One round trip; consumes nothing. Raises what `check` raises, but
+        `RateLimitedError`.
         """
         return await self._run(key, cost, consume=False, operation="retry_after")
 
@@ -180,9 +177,11 @@ class RedisRateLimiter:
 
         Raises:
             RateLimitedError: If it cannot be admitted within ``timeout``.
-            TypeError, RedisKeyError, ValueError, RedisUnavailableError,
-            RedisCommandError: As for `check` (``ValueError`` and ``TypeError``
-                also for a bad ``timeout``).
+            TypeError: As for `check`, or if ``timeout`` is not a number.
+            ValueError: As for `check`, or if ``timeout`` is negative or NaN.
+            RedisKeyError: As for `check`.
+            RedisUnavailableError: As for `check`.
+            RedisCommandError: As for `check`.
         """
         deadline = None if timeout is None else time.monotonic() + check_timeout(timeout)
         while True:
