@@ -383,6 +383,17 @@ async def test_acquire_timeout_raises_at_once_with_retry_after() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("start", [0.0, 1e9, -5e8])
+async def test_acquire_timeout_does_not_depend_on_the_clocks_origin(start: float) -> None:
+    clock = FakeClock(start)
+    limiter = RateLimiter(rate=1, per=3600.0, clock=clock)
+    limiter.check("ada")
+    with anyio.fail_after(10), pytest.raises(RateLimitedError) as info:
+        await limiter.acquire("ada", timeout=3599.0)
+    assert info.value.retry_after == pytest.approx(3600.0)
+
+
+@pytest.mark.anyio
 async def test_acquire_within_timeout_waits_and_is_admitted() -> None:
     limiter = RateLimiter(rate=1, per=0.02)
     limiter.check("ada")

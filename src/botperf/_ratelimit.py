@@ -229,7 +229,8 @@ class RateLimiter:
                 is negative or NaN.
         """
         interval = self._interval if cost == 1 else self._cost_interval(cost, "acquire")
-        deadline = None if timeout is None else self._clock() + check_timeout(timeout)
+        limit = None if timeout is None else check_timeout(timeout)
+        deadline = None if limit is None else self._clock() - self._epoch + limit
         try:
             hash(key)
         except TypeError:
