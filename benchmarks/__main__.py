@@ -22,6 +22,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 #: Benchmark modules in ``benchmarks/``, each exposing ``run(quick: bool) -> Report``.
 MODULES: list[str] = [
+    "admission",
     "dedup",
     "exporters",
     "history",

@@ -37,13 +37,22 @@ DOCUMENTED_PUBLIC_API = {
     "__version__",
 }
 
+# Added by the issues after the lean API: admission control and streamed replies.
+LATER_PRIMITIVES = {
+    "FairLimiter",
+    "FairLimiterStats",
+    "RateLimitedError",
+    "RateLimiter",
+    "RateLimiterStats",
+}
+
 # The issue that fixed the exception contract allows at most this many names before the
 # primitives that later issues add (RateLimiter, ReplyStreamer...).
 CORE_API_SIZE = 26
 
 
 def test_all_is_exactly_the_documented_api() -> None:
-    assert set(botperf.__all__) == DOCUMENTED_PUBLIC_API
+    assert set(botperf.__all__) == DOCUMENTED_PUBLIC_API | LATER_PRIMITIVES
 
 
 def test_all_is_sorted_and_unique() -> None:

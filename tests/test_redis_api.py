@@ -22,6 +22,7 @@ DOCUMENTED_REDIS_API = {
     "RedisDedupStats",
     "RedisDeduplicator",
     "RedisHistoryStore",
+    "RedisRateLimiter",
     "RedisRemoteError",
     "RedisStreamSink",
     "RedisUnavailableError",

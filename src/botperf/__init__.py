@@ -1,8 +1,8 @@
 """botperf: performance primitives for chat bots.
 
-Single-flight deduplication of async calls and shared streams, O(1) LRU chat history,
-batched metrics writing and profiling helpers, for any async framework (asyncio or trio,
-via anyio).
+Single-flight deduplication of async calls and shared streams, O(1) LRU chat history with
+prompt-cache-friendly trimming, batched metrics writing, profiling helpers, admission
+control and paced streamed replies, for any async framework (asyncio or trio, via anyio).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from ._exceptions import FileFormatError as FileFormatError
 from ._exceptions import InvalidOptionError as InvalidOptionError
 from ._exceptions import MetricsNotWrittenError as MetricsNotWrittenError
 from ._exceptions import MetricsWriteError as MetricsWriteError
+from ._exceptions import RateLimitedError as RateLimitedError
 from ._exceptions import StreamTooLongError as StreamTooLongError
+from ._fair import FairLimiter as FairLimiter
+from ._fair import FairLimiterStats as FairLimiterStats
 from ._history import HistoryStore as HistoryStore
 from ._history_base import HistoryStats as HistoryStats
 from ._history_base import Message as Message
@@ -30,6 +33,8 @@ from ._metrics import WriterStats as WriterStats
 from ._profiling import EventRecorder as EventRecorder
 from ._profiling import profile as profile
 from ._profiling import timed as timed
+from ._ratelimit import RateLimiter as RateLimiter
+from ._ratelimit import RateLimiterStats as RateLimiterStats
 from ._reader import read_metrics as read_metrics
 from ._sinks import JsonLinesFileSink as JsonLinesFileSink
 from ._sinks import MetricsSink as MetricsSink
@@ -47,6 +52,8 @@ __all__ = [
     "DedupStats",
     "Deduplicator",
     "EventRecorder",
+    "FairLimiter",
+    "FairLimiterStats",
     "FileFormatError",
     "HistoryStats",
     "HistoryStore",
@@ -58,6 +65,9 @@ __all__ = [
     "MetricsNotWrittenError",
     "MetricsSink",
     "MetricsWriteError",
+    "RateLimitedError",
+    "RateLimiter",
+    "RateLimiterStats",
     "SharedStream",
     "StreamTooLongError",
     "WriterStats",

@@ -10,6 +10,7 @@ and ``except BotperfError`` both catch it.
 from __future__ import annotations
 
 import errno
+import math
 import reprlib
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidOptionError",
     "MetricsNotWrittenError",
     "MetricsWriteError",
+    "RateLimitedError",
     "StreamTooLongError",
     "safe_repr",
 ]
@@ -172,6 +174,30 @@ class MetricsNotWrittenError(BotperfError):
         self.count = count
         self.saved = saved
         self.saved_to: str | None = saved_to if saved else None
+
+
+class RateLimitedError(BotperfError):
+    """Raised when a `RateLimiter` or `FairLimiter` refuses a request for a key.
+
+    Attributes:
+        key: The key that was refused (a user, a channel, a guild).
+        retry_after: Seconds until the same request would be admitted, or ``None`` when
+            no time can be known (a `FairLimiter` whose wait queue was full).
+    """
+
+    def __init__(self, key: object, retry_after: float | None) -> None:
+        if retry_after is None:
+            advice = (
+                "every slot is busy and the wait queue is full (max_waiting); "
+                "retry once fewer requests wait"
+            )
+        else:
+            # Rounded up, so that retrying after the time shown always succeeds.
+            shown = math.ceil(retry_after * 1000) / 1000
+            advice = f"retry in {shown:g} s"
+        super().__init__(f"{reprlib.repr(key)} is rate limited: {advice}")
+        self.key = key
+        self.retry_after = retry_after
 
 
 def safe_repr(value: object) -> str:

@@ -22,6 +22,7 @@ from ._dedup import deduplicate as deduplicate
 from ._errors import RedisRemoteError as RedisRemoteError
 from ._errors import RedisUnavailableError as RedisUnavailableError
 from ._history import RedisHistoryStore as RedisHistoryStore
+from ._ratelimit import RedisRateLimiter as RedisRateLimiter
 from ._sink import RedisStreamSink as RedisStreamSink
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "RedisDedupStats",
     "RedisDeduplicator",
     "RedisHistoryStore",
+    "RedisRateLimiter",
     "RedisRemoteError",
     "RedisStreamSink",
     "RedisUnavailableError",

@@ -299,7 +299,7 @@ class RedisDeduplicator(RedisResource):
                 the error), or outside an asyncio event loop.
             BaseException: Whatever ``fn`` raised, when it ran in this process.
         """
-        return await self._run(key, _key_name(key), fn, args, kwargs)
+        return await self._run(key, key_name(key), fn, args, kwargs)
 
     async def forget(self, key: object) -> None:
         """Make the next call with ``key`` start afresh: drop its cached result in Redis.
@@ -313,7 +313,7 @@ class RedisDeduplicator(RedisResource):
             RedisUnavailableError: If Redis cannot be reached or does not answer in time.
             RuntimeError: If Redis refused the command, the password or the ACL user.
         """
-        name = _key_name(key)
+        name = key_name(key)
         self._local.forget(name)
         with self._connection.guard("RedisDeduplicator.forget"):
             await self._connection.client.delete(_Keys(self._prefix, name).cache)
@@ -669,7 +669,7 @@ def deduplicate(
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             # Refused as by botperf.deduplicate if unhashable, whatever JSON could hold.
             key_of_call = call_key(key, args, kwargs, where)
-            return await dedup._run(key_of_call, _key_name(key_of_call, where), fn, args, kwargs)
+            return await dedup._run(key_of_call, key_name(key_of_call, where), fn, args, kwargs)
 
         wrapper.deduplicator = dedup  # type: ignore[attr-defined]
         return wrapper
@@ -683,7 +683,7 @@ def _name_of(fn: object, attribute: str) -> str:
     return value if isinstance(value, str) else str(getattr(type(fn), attribute))
 
 
-def _key_name(key: object, where: str = "RedisDeduplicator.run()") -> str:
+def key_name(key: object, where: str = "RedisDeduplicator.run()") -> str:
     """The key's JSON text, on which every process agrees.
 
     Raises:
