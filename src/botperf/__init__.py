@@ -49,8 +49,11 @@ from ._profiling import EventRecorder as EventRecorder
 from ._profiling import profile as profile
 from ._profiling import timed as timed
 from ._reader import read_metrics as read_metrics
+from ._replies import EditPacer as EditPacer
+from ._replies import ReplyStreamer as ReplyStreamer
 from ._sinks import JsonLinesFileSink as JsonLinesFileSink
 from ._sinks import MetricsSink as MetricsSink
+from ._split import split_message as split_message
 from ._streams import SharedStream as SharedStream
 
 try:
@@ -65,6 +68,7 @@ __all__ = [
     "DedupKeyError",
     "DedupStats",
     "Deduplicator",
+    "EditPacer",
     "EventRecorder",
     "HistoryFileError",
     "HistoryFileNotFoundError",
@@ -93,6 +97,7 @@ __all__ = [
     "RedisKeyError",
     "RedisRemoteError",
     "RedisUnavailableError",
+    "ReplyStreamer",
     "SharedStream",
     "StreamTooLongError",
     "TimerInUseError",
@@ -102,5 +107,6 @@ __all__ = [
     "deduplicate",
     "profile",
     "read_metrics",
+    "split_message",
     "timed",
 ]
