@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -81,6 +82,19 @@ PROSE = st.lists(
 LIMITS = st.integers(min_value=20, max_value=160)
 
 
+def fenced_examples(test: Callable[[str, int], None]) -> Callable[[str, int], None]:
+    """Texts that reach the splitter's rarer rules, tried before the generated ones."""
+    for text, max_length in [
+        ("  ```c++\n    000000 0", 20),  # the whitespace before a fence line is kept
+        ("```python\n``` a b c d e f g h i j k l m n o p\n```\nafter", 20),  # looks like one
+        ("```python\n````` not a closing fence, only content\n```", 30),
+        ("x" * 20 + "```" + "y" * 10 + "\n```js\ncode\n```", 20),  # no part starts with ```
+        ("```a`b is inline code, not a fence, so nothing is added\n" * 3, 20),
+    ]:
+        test = example(text, max_length)(test)
+    return test
+
+
 def check_parts(text: str, max_length: int) -> list[_Part]:
     """Every property that holds for any text; returns the parts for further checks."""
     messages = split_message(text, max_length=max_length)
@@ -104,6 +118,7 @@ def check_parts(text: str, max_length: int) -> list[_Part]:
 @given(st.text(), LIMITS)
 @example("", 20)
 @example(" \n\t " * 40, 20)
+@example("`" * 12 + "\n" + "code line\n" * 6 + "`" * 12, 20)  # fences too long to repeat
 def test_any_text_splits_into_non_empty_parts_that_fit_and_join_back(
     text: str, max_length: int
 ) -> None:
@@ -111,6 +126,7 @@ def test_any_text_splits_into_non_empty_parts_that_fit_and_join_back(
 
 
 @given(FENCED_TEXT, LIMITS)
+@fenced_examples
 def test_added_lines_close_and_reopen_the_block_with_its_own_fence_line(
     text: str, max_length: int
 ) -> None:
@@ -128,6 +144,7 @@ def test_added_lines_close_and_reopen_the_block_with_its_own_fence_line(
 
 
 @given(FENCED_TEXT, LIMITS)
+@fenced_examples
 def test_every_part_renders_its_code_blocks_on_its_own(text: str, max_length: int) -> None:
     messages = split_message(text, max_length=max_length)
     for message in messages[:-1]:

@@ -370,14 +370,28 @@ class ReplyStreamer(Generic[H]):
             return True, rendered, first.start
         if rendered != self._shown:
             return False, rendered, 0
-        if len(parts) > 1:
+        if len(parts) > 1 and self._settled(text, first.start):
             second = parts[1]
-            return (
-                True,
-                second.opener + text[second.start : second.end] + second.closer,
-                (second.start),
-            )
+            rendered = second.opener + text[second.start : second.end] + second.closer
+            return True, rendered, second.start
         return None
+
+    def _settled(self, text: str, start: int) -> bool:
+        """Whether text still to come can no longer move the cut of the message at `start`.
+
+        The messages before the last are final, so the last one is only left for the next
+        when its cut is known. Only an unfinished last line that may yet become a fence line
+        (its first characters are backticks, or it is empty) can still change it, and only
+        while nothing but whitespace lies between it and the message's window.
+        """
+        if self._finishing:
+            return True
+        last_line = text.rfind("\n") + 1
+        if text[start + self._max_length : last_line].strip():
+            return True
+        line = text[last_line:]
+        head = line.lstrip(" ")
+        return len(line) - len(head) > 3 or head[:3] != "`" * len(head[:3])
 
     async def _call_next(self) -> bool:
         """Make the next platform call; False if it was rate limited."""

@@ -135,8 +135,8 @@ class _Splitter:
             opener = block.opener if block is not None else ""
             room = self.max_length - len(opener)
             if n - pos <= room:
-                if not text[pos:].isspace():
-                    parts.append(_Part(opener, pos, n, ""))
+                # Never only whitespace: a part starts at text, or at indentation before it.
+                parts.append(_Part(opener, pos, n, ""))
                 break
             # Whitespace running past the limit is dropped at a cut, so a gap that starts
             # within the limit is a candidate even if it ends beyond it.
@@ -234,9 +234,6 @@ class _Splitter:
         for cut in range(pos + room, pos, -1):
             if text[cut - 1].isspace() or text[cut].isspace():
                 continue  # whitespace no other cut could use: keep it, cut a word
-            if self.fits(pos, cut, room) and self.mid_line_ok(pos, cut, cut):
-                return cut, cut
-        for cut in range(pos + room, pos, -1):
             if self.fits(pos, cut, room) and self.mid_line_ok(pos, cut, cut):
                 return cut, cut
         # Only a fence line or a run of backticks longer than a part is left; cut it anyway.
