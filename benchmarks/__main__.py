@@ -21,7 +21,15 @@ from ._harness import Report, print_report
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 #: Benchmark modules in ``benchmarks/``, each exposing ``run(quick: bool) -> Report``.
-MODULES: list[str] = ["dedup", "history", "metrics", "profiling", "redis_backends", "streams"]
+MODULES: list[str] = [
+    "dedup",
+    "history",
+    "metrics",
+    "profiling",
+    "redis_backends",
+    "replies",
+    "streams",
+]
 
 
 class Progress:

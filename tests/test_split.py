@@ -241,6 +241,14 @@ def test_a_code_block_is_closed_and_reopened_with_its_language() -> None:
     ]
 
 
+def test_a_cut_before_a_code_block_keeps_the_block_whole() -> None:
+    reply = "Some intro.\nMore intro.\n```python\nprint(1)\nprint(2)\n```"
+    assert split_message(reply, max_length=40) == [
+        "Some intro.\nMore intro.",
+        "```python\nprint(1)\nprint(2)\n```",
+    ]
+
+
 def test_no_part_ends_with_an_empty_block() -> None:
     messages = split_message("Intro text.\n```python\n" + "y = 2\n" * 8 + "```", max_length=30)
     assert all(not message.endswith("```python\n```") for message in messages)

@@ -25,12 +25,15 @@ __all__ = ["MIN_LENGTH", "split_message"]
 MIN_LENGTH = 20
 """The smallest `max_length`: room for a code block's added fence lines and some text."""
 
-# Any line that starts like a fence; the parser decides what it is from its position.
-_FENCE_LINE = re.compile(r"^ {0,3}(`{3,})([^\n]*)$", re.MULTILINE)
 # How a rendered line would start to be read as a fence: no cut may create one.
 _FENCE_TICKS = re.compile(r" {0,3}(`{3,})")
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 _SPACE_RUN = re.compile(r"[^\S\n]+")
 _WHITESPACE_RUN = re.compile(r"\s*")
+
+
+# How good a cut at a line end is (see _Splitter.gap_cut).
+_GOOD, _BEFORE_CLOSE, _AFTER_OPEN, _NONE = object(), object(), object(), object()
 
 
 @final
@@ -107,20 +110,31 @@ class _Splitter:
         self.ends: list[int] = []
         self.blocks: list[_Block | None] = []
         open_ticks = 0  # backticks of the open block's fence; 0 outside any block
-        for match in _FENCE_LINE.finditer(text):
-            ticks, info = match.group(1), match.group(2)
-            if open_ticks == 0:
-                if "`" in info:
-                    continue  # inline code, not a fence
-                open_ticks = len(ticks)
-                self.blocks.append(_block(match.group(0).rstrip(), ticks, max_length))
-            elif len(ticks) >= open_ticks and not info.strip():
-                open_ticks = 0
-                self.blocks.append(None)
-            else:
-                continue
-            self.starts.append(match.start())
-            self.ends.append(match.start() + len(match.group(0).rstrip()))
+        n = self.n
+        line = 0  # the start of the line the search is in
+        found = text.find("```")
+        while found >= 0:
+            start = max(text.rfind("\n", line, found) + 1, line)
+            end = text.find("\n", found)
+            end = n if end < 0 else end
+            if found - start <= 3 and not text[start:found].strip(" "):
+                after_ticks = found + 3
+                while after_ticks < end and text[after_ticks] == "`":
+                    after_ticks += 1
+                ticks, info = after_ticks - found, text[after_ticks:end]
+                if open_ticks == 0 and "`" not in info:
+                    open_ticks = ticks
+                    line_text = text[start:end].rstrip()
+                    self.blocks.append(_block(line_text, "`" * ticks, max_length))
+                    self.starts.append(start)
+                    self.ends.append(start + len(line_text))
+                elif open_ticks and ticks >= open_ticks and not info.strip():
+                    open_ticks = 0
+                    self.blocks.append(None)
+                    self.starts.append(start)
+                    self.ends.append(start + len(text[start:end].rstrip()))
+            line = end + 1
+            found = text.find("```", line)
 
     def block_at(self, offset: int) -> _Block | None:
         """The block open at `offset`, decided by the fence lines that start before it."""
@@ -181,39 +195,57 @@ class _Splitter:
         with the same fence line, so only blank lines dropped there are gained (and with no
         blank line, nothing: that cut is never made).
         """
-        text, starts, ends, blocks = self.text, self.starts, self.ends, self.blocks
-        line_cut: tuple[int, int] | None = None
-        before_close: tuple[int, int] | None = None
-        after_open: tuple[int, int] | None = None
+        text = self.text
+        last_resort: tuple[int, int] | None = None
+        for match in reversed(list(_BLANK_LINE.finditer(text, pos, end))):
+            cut, kind = self.gap_cut(pos, match.start(), room)
+            if kind is _GOOD:
+                return cut
+            if kind is not _NONE and (last_resort is None or cut[0] > last_resort[0]):
+                last_resort = cut
         newline = text.rfind("\n", pos, end)
         while newline >= pos:
-            gap_start = newline
-            while gap_start > pos and text[gap_start - 1].isspace():
-                gap_start -= 1
-            if gap_start == pos:
+            cut, kind = self.gap_cut(pos, newline, room)
+            if kind is _GOOD:
+                return cut
+            if kind is _BEFORE_CLOSE and (last_resort is None or cut[0] > last_resort[0]):
+                last_resort = cut
+            if cut[0] == pos:
                 break  # only whitespace before: no part to end here
-            gap_end = _whitespace_end(text, newline)
-            if self.fits(pos, gap_start, room):
-                index = bisect_left(starts, gap_start) - 1
-                next_start = text.rfind("\n", gap_start, gap_end) + 1
-                blank = text.count("\n", gap_start, gap_end) > 1
-                if gap_end == self.n:
-                    return gap_start, next_start  # only whitespace left: the last part
-                if index >= 0 and ends[index] == gap_start and blocks[index] is not None:
-                    if blank:
-                        after_open = after_open or (gap_start, next_start)
-                elif (
-                    index + 1 < len(starts)
-                    and starts[index + 1] == next_start
-                    and blocks[index + 1] is None
-                ):
-                    before_close = before_close or (gap_start, next_start)
-                elif blank:
-                    return gap_start, next_start
-                else:
-                    line_cut = line_cut or (gap_start, next_start)
-            newline = text.rfind("\n", pos, gap_start)
-        return line_cut or before_close or after_open
+            newline = text.rfind("\n", pos, cut[0])
+        return last_resort
+
+    def gap_cut(self, pos: int, newline: int, room: int) -> tuple[tuple[int, int], object]:
+        """The cut at the whitespace around `newline`, and how good it is.
+
+        Good: any fitting blank-line or line-end cut, or one that ends the text. Before a
+        closing fence, or after an opening fence with a blank line: last resorts. After an
+        opening fence with no blank line, or not fitting: none.
+        """
+        text = self.text
+        gap_start = newline
+        while gap_start > pos and text[gap_start - 1].isspace():
+            gap_start -= 1
+        gap_end = newline + 1
+        if gap_end < self.n and text[gap_end].isspace():
+            gap_end = _whitespace_end(text, gap_end)
+        next_start = text.rfind("\n", newline, gap_end) + 1
+        cut = (gap_start, next_start)
+        if gap_start == pos:
+            return cut, _NONE
+        starts, blocks = self.starts, self.blocks
+        index = bisect_left(starts, gap_start) - 1
+        block = blocks[index] if index >= 0 else None
+        if gap_start - pos + (len(block.closer) if block is not None else 0) > room:
+            return cut, _NONE
+        if gap_end == self.n:
+            return cut, _GOOD  # only whitespace left: the last part
+        blank = next_start - 1 > newline or text.rfind("\n", gap_start, newline) >= 0
+        if block is not None and self.ends[index] == gap_start:
+            return cut, _AFTER_OPEN if blank else _NONE
+        if block is not None and index + 1 < len(starts) and starts[index + 1] == next_start:
+            return cut, _BEFORE_CLOSE  # inside a block, the next fence line closes it
+        return cut, _GOOD
 
     def space_cut(self, pos: int, end: int, room: int) -> tuple[int, int] | None:
         """The last cut at spaces within a line that fits and creates no fence."""
