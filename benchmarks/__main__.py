@@ -29,6 +29,7 @@ MODULES: list[str] = [
     "metrics",
     "profiling",
     "redis_backends",
+    "replies",
     "streams",
 ]
 

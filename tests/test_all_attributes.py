@@ -44,6 +44,9 @@ LATER_PRIMITIVES = {
     "RateLimitedError",
     "RateLimiter",
     "RateLimiterStats",
+    "EditPacer",
+    "ReplyStreamer",
+    "split_message",
 }
 
 # The issue that fixed the exception contract allows at most this many names before the

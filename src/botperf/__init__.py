@@ -36,8 +36,11 @@ from ._profiling import timed as timed
 from ._ratelimit import RateLimiter as RateLimiter
 from ._ratelimit import RateLimiterStats as RateLimiterStats
 from ._reader import read_metrics as read_metrics
+from ._replies import EditPacer as EditPacer
+from ._replies import ReplyStreamer as ReplyStreamer
 from ._sinks import JsonLinesFileSink as JsonLinesFileSink
 from ._sinks import MetricsSink as MetricsSink
+from ._split import split_message as split_message
 from ._streams import SharedStream as SharedStream
 
 try:
@@ -51,6 +54,7 @@ __all__ = [
     "DedupCancelledError",
     "DedupStats",
     "Deduplicator",
+    "EditPacer",
     "EventRecorder",
     "FairLimiter",
     "FairLimiterStats",
@@ -68,6 +72,7 @@ __all__ = [
     "RateLimitedError",
     "RateLimiter",
     "RateLimiterStats",
+    "ReplyStreamer",
     "SharedStream",
     "StreamTooLongError",
     "WriterStats",
@@ -76,5 +81,6 @@ __all__ = [
     "deduplicate",
     "profile",
     "read_metrics",
+    "split_message",
     "timed",
 ]

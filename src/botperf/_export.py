@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, final
 
+from ._exceptions import BotperfTypeError, BotperfValueError
 from ._latency import LatencyRecorder
 
 __all__ = [
@@ -156,7 +157,7 @@ def exported_kind(obj: object) -> str:
     try:
         stats = obj.stats  # type: ignore[attr-defined]
     except AttributeError:
-        raise TypeError(
+        raise BotperfTypeError(
             f"cannot export {type(obj).__name__} objects: they have no stats; "
             f"botperf exports {supported}"
         ) from None
@@ -169,19 +170,19 @@ def exported_kind(obj: object) -> str:
                 " (their stats are read with await, e.g. the botperf.redis classes: "
                 "keep the last snapshot in an object's stats attribute, see the Monitoring docs)"
             )
-        raise TypeError(
+        raise BotperfTypeError(
             f"cannot export {type(obj).__name__} objects{hint}; botperf exports {supported}"
         )
     fields = frozenset(f.name for f in dataclasses.fields(stats))
     if fields != entry.stats_fields:
-        raise TypeError(
+        raise BotperfTypeError(
             f"cannot export {type(obj).__name__}: its {name} has the fields "
             f"{sorted(fields)} where the exporters know {sorted(entry.stats_fields)}; "
             "the table in botperf._export needs updating"
         )
     missing = [f.attribute for f in entry.figures if f.on_object and not hasattr(obj, f.attribute)]
     if missing:
-        raise TypeError(
+        raise BotperfTypeError(
             f"cannot export {type(obj).__name__}: it lacks {', '.join(missing)}, "
             f"which botperf exports for {name}"
         )
@@ -197,9 +198,9 @@ def check_object_name(name: object) -> str:
             character that is not valid Unicode text (a lone surrogate).
     """
     if not isinstance(name, str):
-        raise TypeError(f"the name must be a str, got {type(name).__name__}: {name!r}")
+        raise BotperfTypeError(f"the name must be a str, got {type(name).__name__}: {name!r}")
     if not name or not name.isprintable():
-        raise ValueError(
+        raise BotperfValueError(
             f"the name {name!r} cannot be a metric label value: use a non-empty name "
             "of printable characters (no line breaks or control characters)"
         )
@@ -235,13 +236,13 @@ class ObjectRegistry:
         with self._lock:
             named = self._by_kind.setdefault(kind, {})
             if checked in named:
-                raise ValueError(
+                raise BotperfValueError(
                     f"the name {checked!r} is taken by another {type(named[checked]).__name__}; "
                     "give each object of a kind its own name"
                 )
             # The object stays referenced by _by_kind, so its id() is not reused meanwhile.
             if id(obj) in self._ids:
-                raise ValueError(
+                raise BotperfValueError(
                     f"this {type(obj).__name__} was added already as {self._ids[id(obj)]!r}; "
                     "an object is exported once"
                 )

@@ -12,7 +12,7 @@ from typing import final
 import anyio
 import anyio.lowlevel
 
-from ._exceptions import RateLimitedError
+from ._exceptions import BotperfRuntimeError, RateLimitedError
 from ._options import check_int_option
 from ._ratelimit import unhashable_key
 
@@ -232,7 +232,7 @@ class _Slot:
 
     async def __aenter__(self) -> None:
         if self._entered:
-            raise RuntimeError(
+            raise BotperfRuntimeError(
                 f"this slot for {self._key!r} is already held: call limiter.slot(key) "
                 "afresh for each async with block"
             )

@@ -12,7 +12,7 @@ from typing import final
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
-from .._exceptions import InvalidOptionError
+from .._exceptions import BotperfTypeError, InvalidOptionError
 from .._export import (
     EXPORTED,
     LATENCY,
@@ -168,7 +168,7 @@ class GenAIRecorder:
 
 def _number(event: str, field: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
+        raise BotperfTypeError(
             f"event {event!r}: {field} must be a number, got {type(value).__name__}: {value!r}"
         )
     return value
