@@ -65,7 +65,9 @@ async def test_a_check_after_retry_after_succeeds(client: Redis) -> None:
 
 @pytest.mark.anyio
 async def test_no_unit_of_a_burst_is_lost_to_rounding(client: Redis) -> None:
-    for rate, per in [(3, 1.0), (7, 0.7), (1000, 3600.0), (6, 1 / 3)]:
+    # Periods that floats cannot represent exactly (0.7, 1/3 times a scale), each long
+    # enough that no unit refills while the burst is spent, however slow the machine.
+    for rate, per in [(3, 1.0e4), (7, 0.7e4), (1000, 3600.0e3), (6, 1e4 / 3)]:
         limiter = RedisRateLimiter(client, rate=rate, per=per, prefix=next(PREFIXES))
         for _ in range(rate):
             await limiter.check("ada")
