@@ -16,6 +16,10 @@ import anyio
 import discord
 import pytest
 
+from examples.chatcore.core import BotCore
+from examples.chatcore.fake_ollama import FakeOllama, canned_reply, tokenize
+from examples.chatcore.llm import OllamaChat
+from examples.chatcore.protocol import ChatCore, Reply
 from examples.discord_bot.bot import (
     ChatBot,
     _rate_limits_raised,
@@ -23,11 +27,7 @@ from examples.discord_bot.bot import (
     should_answer,
     strip_mention,
 )
-from examples.discord_bot.core import BotCore
 from examples.discord_bot.edits import EditThrottle, RateLimited
-from examples.discord_bot.fake_ollama import FakeOllama, canned_reply, tokenize
-from examples.discord_bot.llm import OllamaChat
-from examples.discord_bot.protocol import ChatCore, Reply
 
 BOT_ID = 42
 

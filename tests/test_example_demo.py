@@ -20,9 +20,11 @@ from concurrency import eventually
 import examples.discord_bot.demo
 from botperf import read_metrics
 from botperf._cli import main as botperf_main
+from examples.chatcore.console import run_console
+from examples.chatcore.core import BotCore
+from examples.chatcore.fake_ollama import FakeOllama, canned_reply
+from examples.chatcore.llm import ChatResult, ChatStream, OllamaChat
 from examples.discord_bot.__main__ import main
-from examples.discord_bot.console import run_console
-from examples.discord_bot.core import BotCore
 from examples.discord_bot.demo import (
     MID_STREAM_QUESTION,
     DemoConfig,
@@ -35,8 +37,6 @@ from examples.discord_bot.demo import (
     report,
     run_demo,
 )
-from examples.discord_bot.fake_ollama import FakeOllama, canned_reply
-from examples.discord_bot.llm import ChatResult, ChatStream, OllamaChat
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = DemoConfig(

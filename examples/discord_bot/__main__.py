@@ -77,7 +77,7 @@ def _this_python() -> str:
 
 
 def _console(args: argparse.Namespace) -> int:
-    from .console import run_console
+    from examples.chatcore.console import run_console
 
     core = build_core(args)
     print(f"Chatting with {core.llm.model} at {core.llm.host}.")

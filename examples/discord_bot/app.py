@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .core import BotCore
-from .llm import OllamaChat
+from examples.chatcore.core import BotCore
+from examples.chatcore.llm import OllamaChat
 
 if TYPE_CHECKING:
     import discord

@@ -25,8 +25,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from examples.chatcore.protocol import ChatCore
+
 from .edits import EditThrottle, RateLimited, StreamRenderer
-from .protocol import ChatCore
 
 __all__ = ["ChatBot", "ChatCommands", "run_bot", "should_answer", "strip_mention"]
 

@@ -36,9 +36,9 @@ from typing import NamedTuple, TextIO, final
 
 import anyio
 
-from .core import BotCore
-from .fake_ollama import FakeOllama
-from .llm import OllamaChat
+from examples.chatcore.core import BotCore
+from examples.chatcore.fake_ollama import FakeOllama
+from examples.chatcore.llm import OllamaChat
 
 __all__ = [
     "MID_STREAM_QUESTION",

@@ -1,8 +1,9 @@
-"""What the Discord adapter, the console and the demo expect from the bot's core.
+"""What the chat front ends (Discord, the console, the demo) expect from the bot's core.
 
-The core owns everything that can be tested without Discord: history, the LLM call, errors,
-metrics. The front ends (``bot.py``, ``console.py``, ``demo.py``) only see this protocol, so the
-core can be swapped without touching them.
+The core owns everything that can be tested without a chat platform: history, the LLM call,
+errors, metrics. The front ends (``examples/discord_bot/bot.py``, ``console.py``,
+``examples/discord_bot/demo.py``) only see this protocol, so the core can be swapped without
+touching them.
 """
 
 from __future__ import annotations
