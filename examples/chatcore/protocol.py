@@ -25,6 +25,9 @@ class Reply:
     """What to show the user: the model's reply, or a short explanation of what failed."""
     error: LLMErrorKind | None = None
     """Why the model could not answer, or ``None`` when ``text`` is its reply."""
+    limited: bool = False
+    """Whether the rate limiter refused the message: ``text`` is then the "slow down" notice,
+    or empty when the author was told already (send nothing)."""
 
     @property
     def ok(self) -> bool:
@@ -51,8 +54,10 @@ class ChatCore(Protocol):
         """Like `handle`, yielding the reply in pieces as the model produces them.
 
         An async generator (an ``async def`` with ``yield``, or a function returning one).
-        A failure ends the stream with a piece explaining it. Callers that may stop early
-        close it with ``contextlib.aclosing``.
+        A failure ends the stream with a piece explaining it. A stream that yields no piece
+        at all means there is nothing to send (a message the rate limiter refused, whose
+        author was told already). Callers that may stop early close it with
+        ``contextlib.aclosing``.
         """
         ...
 

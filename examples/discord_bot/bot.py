@@ -35,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EMPTY_REPLY = "(The model returned an empty reply.)"
-
 
 def should_answer(
     *, author_id: int, author_is_bot: bool, bot_id: int, in_dm: bool, mentioned_ids: Collection[int]
@@ -174,8 +172,9 @@ class ChatBot(commands.Bot):
         """Stream the core's reply to ``text`` into Discord through ``send`` and ``edit``.
 
         ``typing`` (the channel's typing indicator, if any) is held until the first piece
-        arrives. Delivery failures are logged, never raised: one lost reply must not stop
-        the bot.
+        arrives; a stream with no piece sends nothing (the core streams a placeholder for an
+        empty reply, which Discord would refuse). Delivery failures are logged, never
+        raised: one lost reply must not stop the bot.
         """
 
         async def send_(content: str) -> T:
@@ -190,12 +189,11 @@ class ChatBot(commands.Bot):
             async with aclosing(chunks):
                 async with typing or nullcontext():
                     first = await anext(chunks, None)
-                if first is not None:
-                    await renderer.feed(first)
-                    async for chunk in chunks:
-                        await renderer.feed(chunk)
-            if not renderer.text.strip():
-                await renderer.feed(EMPTY_REPLY)  # Discord refuses empty messages
+                if first is None:
+                    return  # nothing to send: a rate-limited user told to slow down already
+                await renderer.feed(first)
+                async for chunk in chunks:
+                    await renderer.feed(chunk)
             await renderer.finish()
         except (discord.HTTPException, RateLimited):
             logger.exception("channel %s: could not deliver the reply", channel_id)
