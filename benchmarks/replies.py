@@ -27,8 +27,8 @@ import anyio
 import anyio.lowlevel
 
 from botperf import EditPacer, ReplyStreamer, split_message
+from examples.chatcore.split import split_message as example_split_message
 from examples.discord_bot.edits import EditThrottle, StreamRenderer
-from examples.discord_bot.split import split_message as example_split_message
 
 from ._harness import Measurement, Report, Target, ns_per_op, tick
 

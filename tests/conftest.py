@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from redis_server import RedisServer, RedisServerError
 
 if TYPE_CHECKING:
-    from examples.discord_bot.fake_ollama import FakeOllama
+    from examples.chatcore.fake_ollama import FakeOllama
 
 # The default for every property: no per-example deadline (200 ms) and no health check
 # failing a test for slow data generation. Both measure the machine, which on CI is shared
@@ -22,7 +22,7 @@ settings.load_profile("botperf")
 
 def pytest_configure(config: pytest.Config) -> None:
     # ollama-python leaves httpx's line iterator to the garbage collector when a stream ends
-    # on an {"error": ...} line; trio warns about it (examples/discord_bot/llm.py explains).
+    # on an {"error": ...} line; trio warns about it (examples/chatcore/llm.py explains).
     config.addinivalue_line(
         "filterwarnings",
         r"ignore:Async generator 'httpx\._models\.Response\.aiter_\w+' was garbage"
@@ -41,7 +41,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def fake_ollama() -> Iterator[FakeOllama]:
     """The example bot's Ollama-compatible server on 127.0.0.1, fast enough for tests."""
-    from examples.discord_bot.fake_ollama import FakeOllama
+    from examples.chatcore.fake_ollama import FakeOllama
 
     with FakeOllama(time_to_first_token=0.01, token_delay=0.001) as server:
         yield server

@@ -16,6 +16,10 @@ import anyio
 import discord
 import pytest
 
+from examples.chatcore.core import EMPTY_REPLY, BotCore
+from examples.chatcore.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
+from examples.chatcore.llm import OllamaChat
+from examples.chatcore.protocol import ChatCore, Reply
 from examples.discord_bot.bot import (
     ChatBot,
     _rate_limits_raised,
@@ -23,11 +27,7 @@ from examples.discord_bot.bot import (
     should_answer,
     strip_mention,
 )
-from examples.discord_bot.core import BotCore
 from examples.discord_bot.edits import EditThrottle, RateLimited
-from examples.discord_bot.fake_ollama import FakeOllama, canned_reply, tokenize
-from examples.discord_bot.llm import OllamaChat
-from examples.discord_bot.protocol import ChatCore, Reply
 
 BOT_ID = 42
 
@@ -282,7 +282,18 @@ async def test_sigterm_closes_the_bot_and_the_core_it_started(
 
 
 @pytest.mark.anyio
-async def test_empty_reply_still_gets_a_message() -> None:
+async def test_a_stream_with_no_piece_sends_nothing() -> None:
+    # What the core streams for a rate-limited user who was told to slow down already.
+    def nothing(*args: Any) -> Any:
+        raise AssertionError("nothing to send")
+
+    core = FakeCore([])
+    await make_bot(core).answer(5, "ann", "hi", nothing, nothing, None)
+    assert core.asked == [(5, "ann", "hi")]
+
+
+@pytest.mark.anyio
+async def test_an_empty_reply_gets_the_cores_placeholder(tmp_path: Path) -> None:
     messages: list[str] = []
 
     async def send(content: str) -> int:
@@ -292,5 +303,9 @@ async def test_empty_reply_still_gets_a_message() -> None:
     async def edit(message: int, content: str) -> None:
         raise AssertionError("one message, sent once")
 
-    await make_bot(FakeCore([])).answer(5, "ann", "hi", send, edit, None)
-    assert messages == ["(The model returned an empty reply.)"]
+    with FakeOllama(time_to_first_token=0.0, token_delay=0.0) as ollama:
+        ollama.fault = Fault.EMPTY_REPLY
+        core = BotCore(OllamaChat(host=ollama.url), metrics_path=tmp_path / "metrics.jsonl")
+        async with core:
+            await make_bot(core).answer(5, "ann", "hi", send, edit, None)
+    assert messages == [EMPTY_REPLY]

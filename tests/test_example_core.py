@@ -18,16 +18,16 @@ import anyio.abc
 import pytest
 
 from botperf import read_metrics
-from examples.discord_bot.core import DEFAULT_SYSTEM_PROMPT, BotCore, normalize
-from examples.discord_bot.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
-from examples.discord_bot.llm import LLMErrorKind, OllamaChat
-from examples.discord_bot.protocol import Reply
+from examples.chatcore.core import DEFAULT_SYSTEM_PROMPT, BotCore, normalize
+from examples.chatcore.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
+from examples.chatcore.llm import LLMErrorKind, OllamaChat
+from examples.chatcore.protocol import Reply
 
 pytestmark = [
     pytest.mark.anyio,
     # On trio, a stream ended by an {"error": ...} line leaves the ollama client's
     # generators over httpx and httpcore to the garbage collector, which trio reports (the
-    # HTTP response itself is closed; examples/discord_bot/llm.py explains).
+    # HTTP response itself is closed; examples/chatcore/llm.py explains).
     pytest.mark.filterwarnings(
         r"ignore:Async generator 'http(x|core)\..*' was garbage collected:ResourceWarning"
     ),
@@ -572,7 +572,7 @@ async def test_events_after_closing_are_dropped_with_a_debug_line(
 ) -> None:
     async with running_core(fake_ollama, metrics_path) as core:
         core.record("before")
-    caplog.set_level(logging.DEBUG, logger="examples.discord_bot.core")
+    caplog.set_level(logging.DEBUG, logger="examples.chatcore.core")
     core.record("after", channel=1)
     assert "after event after the core closed, not recorded" in caplog.text
     assert [event["event"] for event in read_metrics(metrics_path)] == ["before"]

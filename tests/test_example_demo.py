@@ -16,14 +16,19 @@ from typing import Any
 
 import pytest
 from concurrency import eventually
+from prometheus_client.parser import text_string_to_metric_families
 
 import examples.discord_bot.demo
 from botperf import read_metrics
 from botperf._cli import main as botperf_main
+from examples.chatcore.console import run_console
+from examples.chatcore.core import BotCore
+from examples.chatcore.fake_ollama import FakeOllama, canned_reply
+from examples.chatcore.llm import ChatResult, ChatStream, OllamaChat
 from examples.discord_bot.__main__ import main
-from examples.discord_bot.console import run_console
-from examples.discord_bot.core import BotCore
 from examples.discord_bot.demo import (
+    AFTER_FLOOD_QUESTIONS,
+    FLOOD_PREFIX,
     MID_STREAM_QUESTION,
     DemoConfig,
     ProgressBar,
@@ -34,9 +39,8 @@ from examples.discord_bot.demo import (
     plan,
     report,
     run_demo,
+    scrape_sample,
 )
-from examples.discord_bot.fake_ollama import FakeOllama, canned_reply
-from examples.discord_bot.llm import ChatResult, ChatStream, OllamaChat
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = DemoConfig(
@@ -49,8 +53,12 @@ FAST = DemoConfig(
     reply_tokens=8,
     first_wave=2,
     late_joiners=3,
+    flood=15,
+    flood_users=6,
+    flood_questions=3,
 )
-MESSAGES = 8 * 2 + 2 + 3
+MESSAGES = 8 * 2 + 2 + 3 + 15 + 6
+ANSWERED = MESSAGES - (15 - 10)  # the flooder's messages beyond the rate limit's burst of 10
 
 pytestmark = pytest.mark.filterwarnings(
     # See tests/test_example_core.py: trio reports the ollama client's generators on errors.
@@ -124,7 +132,10 @@ def hold_demo(monkeypatch: pytest.MonkeyPatch, config: DemoConfig) -> None:
         await eventually(lambda: cores[0].dedup.stats.calls >= count)
 
     async def hold(messages: Sequence[Mapping[str, str]], piece: int) -> None:
-        if messages[-1]["content"] == MID_STREAM_QUESTION:
+        question = messages[-1]["content"]
+        if question.startswith(FLOOD_PREFIX) or question in AFTER_FLOOD_QUESTIONS:
+            return  # the flood round stages itself
+        if question == MID_STREAM_QUESTION:
             before = config.channels * config.rounds + config.first_wave
             if piece <= 1:
                 await calls_reach(before + config.late_joiners * piece)
@@ -149,9 +160,13 @@ def metrics_path(tmp_path: Path) -> Path:
 async def test_demo_answers_every_message(metrics_path: Path) -> None:
     progress = io.StringIO()
     outcome = await run_demo(FAST, metrics_path, progress=progress)
-    assert outcome.messages == len(outcome.latencies) == len(outcome.first_words) == MESSAGES
+    assert outcome.messages == MESSAGES
+    assert len(outcome.latencies) == len(outcome.first_words) == outcome.answered == ANSWERED
     assert outcome.failed == 0
+    assert outcome.limited == MESSAGES - ANSWERED
+    assert outcome.notices == 1
     assert progress.getvalue().endswith(f"{MESSAGES}/{MESSAGES} messages\n")
+    assert f"  serving {outcome.metrics_url} while it runs\n" in progress.getvalue()
 
 
 @pytest.mark.anyio
@@ -160,7 +175,7 @@ async def test_demo_makes_one_llm_call_per_conversation_and_round(
 ) -> None:
     # Every channel held and all messages of a round at once: each track's channels share
     # one call per round.
-    config = replace(FAST, max_channels=8, arrival_spread=0.0, late_joiners=0)
+    config = replace(FAST, max_channels=8, arrival_spread=0.0, late_joiners=0, flood=0)
     hold_demo(monkeypatch, config)
     outcome = await run_demo(config, metrics_path, progress=None)
     assert outcome.llm_calls == config.tracks * config.rounds
@@ -175,8 +190,8 @@ async def test_demo_numbers_agree_with_each_other(
     outcome = await run_demo(FAST, metrics_path, progress=None)
     core = outcome.core
     dedup = core.dedup.stats
-    assert outcome.llm_calls == dedup.executions < outcome.messages
-    assert dedup.calls == dedup.executions + dedup.shared == outcome.messages
+    assert outcome.llm_calls == dedup.executions < outcome.answered < outcome.messages
+    assert dedup.calls == dedup.executions + dedup.shared == outcome.answered
     history = core.history.stats
     assert history.channels == FAST.max_channels
     assert history.evictions >= FAST.channels - FAST.max_channels
@@ -184,15 +199,18 @@ async def test_demo_numbers_agree_with_each_other(
     assert writer.recorded == writer.written == len(list(read_metrics(metrics_path)))
     assert 1 <= writer.batches < writer.written
     calls = [event for event in read_metrics(metrics_path) if event["event"] == "llm_call"]
-    assert len(calls) == outcome.messages
+    assert len(calls) == outcome.answered
     assert sum(not call["deduplicated"] for call in calls) == outcome.llm_calls
+    names = [event["event"] for event in read_metrics(metrics_path)]
+    assert names.count("message_in") == outcome.messages
+    assert names.count("message_limited") == outcome.limited
 
 
 @pytest.mark.anyio
 async def test_late_joiners_of_a_streaming_reply_cost_no_llm_call(
     metrics_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = replace(FAST, channels=2, rounds=1, arrival_spread=0.0)
+    config = replace(FAST, channels=2, rounds=1, arrival_spread=0.0, flood=0)
     hold_demo(monkeypatch, config)
     outcome = await run_demo(config, metrics_path, progress=None)
     assert (outcome.mid_stream_joins, outcome.mid_stream_calls) == (config.late_joiners, 0)
@@ -218,17 +236,22 @@ def test_the_mid_stream_round_asks_one_question_in_new_channels() -> None:
 async def test_report_shows_the_measured_numbers(metrics_path: Path) -> None:
     outcome = await run_demo(FAST, metrics_path, progress=None)
     calls = outcome.llm_calls
-    saved = MESSAGES - calls
+    saved = ANSWERED - calls
     stats = outcome.core.metrics.stats
     table = report(outcome)
-    assert re.search(rf"^  replies ok / failed +{MESSAGES} / 0$", table, re.M)
+    assert re.search(
+        rf"^  replies ok / failed +{ANSWERED} / 0  \+ {MESSAGES - ANSWERED} refused by the "
+        "rate limit$",
+        table,
+        re.M,
+    )
     assert re.search(
         rf"^  LLM calls made +{calls} / {calls}  Ollama server's count / Deduplicator "
         "executions: they agree$",
         table,
         re.M,
     )
-    assert re.search(rf"^  LLM calls saved +{saved} \({saved / MESSAGES:.0%}\) ", table, re.M)
+    assert re.search(rf"^  LLM calls saved +{saved} \({saved / ANSWERED:.0%}\) ", table, re.M)
     assert re.search(r"^  reply latency p50 / p99 +\d+ / \d+ ms ", table, re.M)
     assert re.search(r"^  first words p50 / p99 +\d+ / \d+ ms ", table, re.M)
     joins, extra = outcome.mid_stream_joins, outcome.mid_stream_calls
@@ -248,15 +271,68 @@ async def test_report_shows_the_measured_numbers(metrics_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_the_flood_is_limited_and_others_get_the_next_slots(metrics_path: Path) -> None:
+    outcome = await run_demo(FAST, metrics_path, progress=None)
+    # Burst of 10 admitted, the other 5 refused: one told to slow down, four ignored.
+    assert (outcome.limited, outcome.notices, len(outcome.flooder_latencies)) == (5, 1, 10)
+    assert len(outcome.others_latencies) == FAST.flood_users
+    order = outcome.flood_order
+    # Ten flood calls and one per question of the others (users asking alike share one).
+    assert (order.count(True), order.count(False)) == (10, FAST.flood_questions)
+    # The flooder's first calls held both slots and eight more queued before the others
+    # asked; round-robin then gave the others the next slots but one, not the ninth on.
+    assert order[: FAST.llm_slots] == (True,) * FAST.llm_slots
+    last_other = max(i for i, flooder in enumerate(order) if not flooder)
+    assert sum(order[:last_other]) <= FAST.llm_slots + 1
+    table = report(outcome)
+    assert re.search(
+        r"^  flood: messages / limited +15 / 5  one user at once; RateLimiter 10/min: "
+        r"1 'slow down' reply, 4 ignored$",
+        table,
+        re.M,
+    )
+    ahead = sum(order[:last_other])
+    assert re.search(
+        rf"^  flood: flooder's calls ahead of the others +{ahead} of 10  ", table, re.M
+    )
+    assert re.search(r"^  flood: other users' reply p50 / p99 +\d+ / \d+ ms  6 users", table, re.M)
+
+
+@pytest.mark.anyio
+async def test_the_report_shows_lines_of_a_real_scrape(metrics_path: Path) -> None:
+    outcome = await run_demo(FAST, metrics_path, progress=None)
+    assert outcome.metrics_url.startswith("http://127.0.0.1:")
+    sample = scrape_sample(outcome.scrape)
+    assert f"From {outcome.metrics_url} (scraped at the end of the run):" in report(outcome)
+    assert all(f"    {line}" in report(outcome) for line in sample)
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families("\n".join(sample) + "\n")
+        for s in family.samples
+    }
+    core = outcome.core
+    assert core.rate_limiter is not None
+    assert values[("mybot_dedup_executions_total", (("name", "llm"),))] == outcome.llm_calls
+    assert values[("mybot_dedup_shared_total", (("name", "llm"),))] == core.dedup.stats.shared
+    limited = values[("mybot_rate_limiter_limited_total", (("name", "users"),))]
+    assert limited == outcome.limited == core.rate_limiter.stats.limited
+    admitted = values[("mybot_fair_limiter_admitted_total", (("name", "ollama"),))]
+    assert admitted == outcome.llm_calls == core.slots.stats.admitted
+    reply = (("name", "latency"), ("quantile", "0.99"), ("timer", "reply"))
+    assert values[("mybot_latency_seconds", reply)] == core.latency.summary()["reply"].p99
+    assert len(values) == 9
+
+
+@pytest.mark.anyio
 async def test_botperf_report_reads_the_demos_metrics(
     metrics_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await run_demo(FAST, metrics_path, progress=None)
     assert botperf_main(["report", str(metrics_path)]) == 0
     out = capsys.readouterr().out
-    for name in ("llm_call", "message_in", "reply_out"):
-        line = f"{name}: {MESSAGES} events"
-        assert line in out
+    for name, count in (("llm_call", ANSWERED), ("message_in", MESSAGES), ("reply_out", ANSWERED)):
+        assert f"{name}: {count} events" in out
+    assert f"message_limited: {MESSAGES - ANSWERED} events" in out
 
 
 def test_plan_has_tracks_asking_the_same_question_at_once() -> None:
@@ -336,6 +412,7 @@ def test_demo_runs_from_the_command_line(tmp_path: Path) -> None:
             "--rounds=1",
             "--max-channels=4",
             "--late-joiners=0",
+            "--flood=0",
             f"--metrics={metrics}",
         ],
         cwd=ROOT,
@@ -349,6 +426,10 @@ def test_demo_runs_from_the_command_line(tmp_path: Path) -> None:
     assert re.search(r"^  channels held / evicted +4 / 2 ", result.stdout, re.M)
     assert result.stdout.endswith(f" -m botperf report {metrics}\n")
     assert "6/6 messages" in result.stderr
+    assert re.search(
+        r"^  serving http://127\.0\.0\.1:\d+/metrics while it runs$", result.stderr, re.M
+    )
+    assert "mybot_dedup_executions_total{" in result.stdout
     assert metrics.is_file()
     # The command the demo prints runs as printed, from where the demo ran.
     printed = shlex.split(result.stdout.splitlines()[-1])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from examples.chatcore.split import split_message
 from examples.discord_bot.edits import EditThrottle, RateLimited, StreamRenderer
-from examples.discord_bot.split import split_message
 
 
 class FakeClock:

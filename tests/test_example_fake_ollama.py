@@ -9,7 +9,7 @@ import httpx
 import ollama
 import pytest
 
-from examples.discord_bot.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
+from examples.chatcore.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
 
 USER = [{"role": "user", "content": "What is an LRU cache?"}]
 STATS = {

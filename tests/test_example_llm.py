@@ -7,8 +7,8 @@ import socket
 import anyio
 import pytest
 
-from examples.discord_bot.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
-from examples.discord_bot.llm import ChatResult, LLMError, LLMErrorKind, OllamaChat
+from examples.chatcore.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
+from examples.chatcore.llm import ChatResult, LLMError, LLMErrorKind, OllamaChat
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from examples.discord_bot.split import DISCORD_LIMIT, Part, split_message, split_parts
+from examples.chatcore.split import DISCORD_LIMIT, Part, split_message, split_parts
 
 # Pieces that make replies full of fences, long lines and stray backticks. Every piece that
 # holds a backtick ends with another character, so runs of backticks stay short (a run longer

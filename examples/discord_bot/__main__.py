@@ -15,7 +15,10 @@ from pathlib import Path
 
 import anyio
 
-from .app import build_core, parse_args, read_guild_id
+from examples.chatcore.core import BotCore
+from examples.chatcore.monitoring import MetricsServer
+
+from .app import build_core, parse_args, read_guild_id, serve_metrics
 
 MISSING_TOKEN = """\
 DISCORD_TOKEN is not set. Create a bot in the Discord Developer Portal and export its token:
@@ -49,6 +52,9 @@ def _demo(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         max_channels=args.max_channels or 100,
         late_joiners=args.late_joiners,
+        flood=args.flood,
+        rate_limit=args.rate_limit,
+        llm_slots=args.llm_slots,
     )
     metrics = args.metrics or Path(tempfile.mkdtemp(prefix="botperf-demo-")) / "metrics.jsonl"
     print(
@@ -56,7 +62,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"against a fake Ollama on 127.0.0.1.",
         file=sys.stderr,
     )
-    outcome = anyio.run(run_demo, config, metrics, backend=args.backend)
+    if args.metrics_host not in (None, "127.0.0.1"):
+        print("The demo serves /metrics on 127.0.0.1 only.", file=sys.stderr)
+    demo = functools.partial(run_demo, config, metrics, metrics_port=args.metrics_port or 0)
+    outcome = anyio.run(demo, backend=args.backend)
     print(report(outcome))
     print(f"\nThe metric events are in {metrics}; summarize them with:\n")
     print(f"    {_this_python()} -m botperf report {metrics}")
@@ -77,13 +86,31 @@ def _this_python() -> str:
 
 
 def _console(args: argparse.Namespace) -> int:
-    from .console import run_console
+    from examples.chatcore.console import run_console
 
     core = build_core(args)
     print(f"Chatting with {core.llm.model} at {core.llm.host}.")
-    anyio.run(functools.partial(run_console, core, author=getpass.getuser()), backend=args.backend)
+    server = _serve_metrics(core, args)
+    try:
+        chat = functools.partial(run_console, core, author=getpass.getuser())
+        anyio.run(chat, backend=args.backend)
+    finally:
+        if server is not None:
+            server.close()
     print(f"Metric events are in {args.metrics or 'botperf-metrics.jsonl'}.")
     return 0
+
+
+def _serve_metrics(core: BotCore, args: argparse.Namespace) -> MetricsServer | None:
+    """`serve_metrics`, logging where; a port that cannot be bound exits the program."""
+    try:
+        server = serve_metrics(core, args)
+    except OSError as error:
+        where = f"{args.metrics_host}:{args.metrics_port}"
+        raise SystemExit(f"cannot serve /metrics on {where}: {error}") from None
+    if server is not None:
+        logging.getLogger(__name__).info("serving Prometheus metrics at %s", server.url)
+    return server
 
 
 def _discord(args: argparse.Namespace) -> int:
@@ -103,6 +130,7 @@ def _discord(args: argparse.Namespace) -> int:
     core = build_core(args)
     logging.getLogger(__name__).info("answering with %s at %s", core.llm.model, core.llm.host)
     bot = ChatBot(core, guild_id=guild_id)
+    server = _serve_metrics(core, args)
     try:
         asyncio.run(run_bot(bot, token))
     except discord.LoginFailure:
@@ -114,6 +142,9 @@ def _discord(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 

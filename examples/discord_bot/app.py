@@ -8,17 +8,30 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .core import BotCore
-from .llm import OllamaChat
+from botperf import RateLimiter
+from examples.chatcore.core import DEFAULT_LLM_SLOTS, BotCore
+from examples.chatcore.llm import OllamaChat
+from examples.chatcore.monitoring import DEFAULT_METRICS_HOST, MetricsServer
 
 if TYPE_CHECKING:
     import discord
 
     from .bot import ChatBot
 
-__all__ = ["build_core", "create_bot", "parse_args", "read_guild_id"]
+__all__ = ["build_core", "create_bot", "parse_args", "read_guild_id", "serve_metrics"]
 
 N = TypeVar("N", int, float)
+
+DEFAULT_RATE_LIMIT = 10.0
+"""Messages per minute each user may send by default, in bursts of as many."""
+
+#: The options an environment variable sets when the command line does not.
+ENVIRONMENT = {
+    "rate_limit": "BOT_RATE_LIMIT",
+    "llm_slots": "OLLAMA_SLOTS",
+    "metrics_port": "METRICS_PORT",
+    "metrics_host": "METRICS_HOST",
+}
 
 
 def _positive(kind: Callable[[str], N], *, zero: bool = False) -> Callable[[str], N]:
@@ -34,6 +47,17 @@ def _positive(kind: Callable[[str], N], *, zero: bool = False) -> Callable[[str]
         return value
 
     return parse
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {text}")
+    return port
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -78,10 +102,80 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "metrics.jsonl in a new temporary directory)",
     )
     parser.add_argument(
+        "--flood",
+        type=_positive(int, zero=True),
+        default=100,
+        help="demo: messages one user floods the bot with (100; 0 skips the flood round)",
+    )
+    parser.add_argument(
         "--timeout", type=_positive(float), default=120.0, help="seconds per LLM reply (120)"
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=_positive(float, zero=True),
+        default=None,
+        metavar="N",
+        help="messages per minute each user may send, in bursts of as many; the first one "
+        f"over gets a 'slow down' reply (env BOT_RATE_LIMIT; {DEFAULT_RATE_LIMIT:g}; 0: no limit)",
+    )
+    parser.add_argument(
+        "--llm-slots",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="Ollama calls run at once, shared fairly between users: set it to Ollama's "
+        f"OLLAMA_NUM_PARALLEL (env OLLAMA_SLOTS; {DEFAULT_LLM_SLOTS})",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (env METRICS_PORT; "
+        "off by default; the demo: a free port)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=None,
+        metavar="ADDR",
+        help=f"the address /metrics listens on (env METRICS_HOST; {DEFAULT_METRICS_HOST}: "
+        "this machine only)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    _from_environment(parser, args)
+    return args
+
+
+def _from_environment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill the options not given on the command line from `ENVIRONMENT`, then defaults.
+
+    A variable is checked as its option would be: a bad value exits with argparse's usual
+    one-line error, naming the variable.
+    """
+    parsers: dict[str, Callable[[str], object]] = {
+        "rate_limit": _positive(float, zero=True),
+        "llm_slots": _positive(int),
+        "metrics_port": _port,
+        "metrics_host": str,
+    }
+    defaults: dict[str, object] = {
+        "rate_limit": DEFAULT_RATE_LIMIT,
+        "llm_slots": DEFAULT_LLM_SLOTS,
+        "metrics_port": None,
+        "metrics_host": DEFAULT_METRICS_HOST,
+    }
+    for option, variable in ENVIRONMENT.items():
+        if getattr(args, option) is not None:
+            continue
+        text = os.environ.get(variable, "").strip()
+        if not text:
+            setattr(args, option, defaults[option])
+            continue
+        try:
+            setattr(args, option, parsers[option](text))
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"{variable}={text}: {error}")
 
 
 def build_core(args: argparse.Namespace) -> BotCore:
@@ -90,7 +184,20 @@ def build_core(args: argparse.Namespace) -> BotCore:
         OllamaChat(timeout=args.timeout),
         metrics_path=args.metrics or "botperf-metrics.jsonl",
         max_channels=args.max_channels or 1000,
+        rate_limiter=RateLimiter(args.rate_limit, 60.0) if args.rate_limit else None,
+        llm_slots=args.llm_slots,
     )
+
+
+def serve_metrics(core: BotCore, args: argparse.Namespace) -> MetricsServer | None:
+    """Serve ``/metrics`` for ``core`` if ``args`` asks for it (`--metrics-port`), else None.
+
+    Raises:
+        OSError: If the address cannot be bound (the port is taken, say).
+    """
+    if args.metrics_port is None:
+        return None
+    return MetricsServer(core, args.metrics_port, host=args.metrics_host).start()
 
 
 def read_guild_id() -> int | None:
@@ -117,7 +224,9 @@ def create_bot(
     """Build the Discord bot as `python -m examples.discord_bot` would, without starting it.
 
     Reads the same settings: the command-line options in ``argv`` (``sys.argv[1:]`` when
-    ``None``) and the environment (`OLLAMA_HOST`, `OLLAMA_MODEL`, `DISCORD_GUILD_ID`).
+    ``None``) and the environment (`OLLAMA_HOST`, `OLLAMA_MODEL`, `DISCORD_GUILD_ID`,
+    `BOT_RATE_LIMIT`, `OLLAMA_SLOTS`). ``/metrics`` is not served: `serve_metrics`
+    does that for ``bot.core``.
     The bot is neither started nor logged in: start its core and log in with
     `run_bot(bot, token)`, or drive it from other code and tests.
 

@@ -25,16 +25,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from examples.chatcore.protocol import ChatCore
+
 from .edits import EditThrottle, RateLimited, StreamRenderer
-from .protocol import ChatCore
 
 __all__ = ["ChatBot", "ChatCommands", "run_bot", "should_answer", "strip_mention"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-EMPTY_REPLY = "(The model returned an empty reply.)"
 
 
 def should_answer(
@@ -173,8 +172,9 @@ class ChatBot(commands.Bot):
         """Stream the core's reply to ``text`` into Discord through ``send`` and ``edit``.
 
         ``typing`` (the channel's typing indicator, if any) is held until the first piece
-        arrives. Delivery failures are logged, never raised: one lost reply must not stop
-        the bot.
+        arrives; a stream with no piece sends nothing (the core streams a placeholder for an
+        empty reply, which Discord would refuse). Delivery failures are logged, never
+        raised: one lost reply must not stop the bot.
         """
 
         async def send_(content: str) -> T:
@@ -189,12 +189,11 @@ class ChatBot(commands.Bot):
             async with aclosing(chunks):
                 async with typing or nullcontext():
                     first = await anext(chunks, None)
-                if first is not None:
-                    await renderer.feed(first)
-                    async for chunk in chunks:
-                        await renderer.feed(chunk)
-            if not renderer.text.strip():
-                await renderer.feed(EMPTY_REPLY)  # Discord refuses empty messages
+                if first is None:
+                    return  # nothing to send: a rate-limited user told to slow down already
+                await renderer.feed(first)
+                async for chunk in chunks:
+                    await renderer.feed(chunk)
             await renderer.finish()
         except (discord.HTTPException, RateLimited):
             logger.exception("channel %s: could not deliver the reply", channel_id)

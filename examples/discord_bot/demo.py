@@ -18,6 +18,18 @@ once the first words of the reply have arrived, while it is still streaming. The
 running stream, get the words already produced at once, then the rest, and cost no LLM call;
 the table counts the calls the fake server received while they joined.
 
+A *flood* round (`flood_round`) shows admission control: one user sends ``flood`` different
+messages at once. The core's per-user `RateLimiter` admits a burst of them and refuses the
+rest (the first refused one gets a "slow down" notice, the others nothing); the admitted ones
+queue for the model's ``llm_slots`` slots (the core's `FairLimiter`). Then other users ask
+while that queue stands, and get the next slots, round-robin, instead of waiting behind it.
+The round is staged so its order depends on no timing: the fake server holds its requests
+until the flood's messages have all been admitted or refused and the other users' calls
+have all joined the queue, then answers them in the order the slots are handed out.
+
+While it runs, the core's primitives are served on ``/metrics`` (`MetricsServer`, on
+127.0.0.1); the end of the run scrapes it over HTTP, and the report shows a few lines of it.
+
 The table printed at the end is measured on that run, each *section* of it a function of the
 `DemoOutcome` returning `Row` objects (`SECTIONS`).
 """
@@ -35,12 +47,17 @@ from dataclasses import dataclass
 from typing import NamedTuple, TextIO, final
 
 import anyio
+import httpx
 
-from .core import BotCore
-from .fake_ollama import FakeOllama
-from .llm import OllamaChat
+from botperf import RateLimiter
+from examples.chatcore.core import DEFAULT_LLM_SLOTS, BotCore, slow_down_notice
+from examples.chatcore.fake_ollama import FakeOllama
+from examples.chatcore.llm import OllamaChat
+from examples.chatcore.monitoring import MetricsServer
 
 __all__ = [
+    "AFTER_FLOOD_QUESTIONS",
+    "FLOOD_PREFIX",
     "MID_STREAM_QUESTION",
     "QUESTIONS",
     "SECTIONS",
@@ -48,6 +65,8 @@ __all__ = [
     "DemoOutcome",
     "ProgressBar",
     "Row",
+    "flood_round",
+    "flood_rows",
     "format_table",
     "history_rows",
     "latency_rows",
@@ -58,6 +77,7 @@ __all__ = [
     "plan",
     "report",
     "run_demo",
+    "scrape_sample",
     "traffic_rows",
 ]
 
@@ -91,6 +111,21 @@ QUESTIONS = (
 MID_STREAM_QUESTION = "Can several users share one streamed reply?"
 """What every channel of the mid-stream round asks (no conversation track asks it)."""
 
+FLOOD_PREFIX = "Flood message"
+"""How each of the flooding user's messages starts (each is different: none shares a call)."""
+
+AFTER_FLOOD_QUESTIONS = (
+    "How do I stop one user from flooding my bot?",
+    "What is a token bucket?",
+    "What is round-robin scheduling?",
+    "How many requests can Ollama serve at once?",
+    "What is head-of-line blocking?",
+    "How do I size a connection pool?",
+)
+"""What the other users of the flood round ask (no conversation track asks them)."""
+
+_SLOW_DOWN = slow_down_notice(1.0).split(" 1 s")[0]  # "Slow down, try again in"
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -109,6 +144,14 @@ class DemoConfig:
         first_wave: channels asking at once in the mid-stream round.
         late_joiners: channels asking the same, in the mid-stream round, once the reply has
             begun streaming (spread over ``arrival_spread``); 0 skips the round.
+        flood: messages one user sends at once in the flood round; 0 skips the round.
+        flood_users: other users asking, in channels of their own, while the flood's calls
+            wait for a slot.
+        flood_questions: distinct questions among them (``flood_users`` spread over
+            them): users asking the same share one call, and one slot.
+        rate_limit: messages per minute each user may send (the core's `RateLimiter`,
+            bursts of as many); 0 admits every message.
+        llm_slots: Ollama calls the core runs at once (its `FairLimiter`).
         seed: seeds the arrival jitter, so two runs send the same burst.
     """
 
@@ -122,14 +165,34 @@ class DemoConfig:
     reply_tokens: int = 32
     first_wave: int = 20
     late_joiners: int = 40
+    flood: int = 100
+    flood_users: int = 20
+    flood_questions: int = 4
+    rate_limit: float = 10.0
+    llm_slots: int = DEFAULT_LLM_SLOTS
     seed: int = 7
 
     def __post_init__(self) -> None:
-        for name in ("channels", "rounds", "tracks", "max_channels", "reply_tokens", "first_wave"):
+        for name in (
+            "channels",
+            "rounds",
+            "tracks",
+            "max_channels",
+            "reply_tokens",
+            "first_wave",
+            "flood_users",
+            "llm_slots",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.late_joiners < 0:
-            raise ValueError(f"late_joiners must be >= 0, got {self.late_joiners}")
+        for name in ("late_joiners", "flood", "rate_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 1 <= self.flood_questions <= len(AFTER_FLOOD_QUESTIONS):
+            raise ValueError(
+                f"flood_questions must be 1 to {len(AFTER_FLOOD_QUESTIONS)}, "
+                f"got {self.flood_questions}"
+            )
         for name in ("arrival_spread", "time_to_first_token", "token_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
@@ -138,7 +201,8 @@ class DemoConfig:
     def messages(self) -> int:
         """How many messages the run sends."""
         mid_stream = self.first_wave + self.late_joiners if self.late_joiners else 0
-        return self.channels * self.rounds + mid_stream
+        flood = self.flood + self.flood_users if self.flood else 0
+        return self.channels * self.rounds + mid_stream + flood
 
 
 class Message(NamedTuple):
@@ -150,7 +214,8 @@ class Message(NamedTuple):
     delay: float
     """Seconds after the start of its round (for a late joiner: after the first words)."""
     late: bool = False
-    """Whether it is sent once the reply it shares has begun streaming."""
+    """Whether it is sent once the reply it shares has begun streaming (or, in the flood
+    round, once the flood's calls are queued)."""
 
 
 class Row(NamedTuple):
@@ -198,6 +263,40 @@ def mid_stream_round(config: DemoConfig) -> list[Message]:
         )
         for index in range(config.first_wave + config.late_joiners)
     ]
+
+
+def flood_round(config: DemoConfig) -> list[Message]:
+    """The messages of the flood round, deterministic for a given config.
+
+    One user, in a channel of its own, sends ``flood`` different messages at once (each
+    starting with `FLOOD_PREFIX`); ``flood_users`` other users, each in a new channel, ask
+    one of the first ``flood_questions`` `AFTER_FLOOD_QUESTIONS` (``late=True``: they ask
+    once the flood's calls wait for a slot). Empty when ``flood`` is 0.
+    """
+    if not config.flood:
+        return []
+    jitter = random.Random(config.seed + 2)
+    first = 1000 + config.channels + config.first_wave + config.late_joiners
+    flood = [
+        Message(
+            first,
+            "flooder",
+            f"{FLOOD_PREFIX} {index}: {QUESTIONS[index % len(QUESTIONS)]}",
+            jitter.uniform(0, config.arrival_spread),
+        )
+        for index in range(config.flood)
+    ]
+    others = [
+        Message(
+            first + 1 + index,
+            f"user{first + 1 + index}",
+            AFTER_FLOOD_QUESTIONS[index % config.flood_questions],
+            jitter.uniform(0, config.arrival_spread),
+            late=True,
+        )
+        for index in range(config.flood_users)
+    ]
+    return flood + others
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -255,30 +354,57 @@ class DemoOutcome:
     llm_calls: int
     """``/api/chat`` requests the fake server received (its own count)."""
     latencies: tuple[float, ...]
-    """Seconds from each message to its complete reply."""
+    """Seconds from each message to its complete reply (refused messages left out)."""
     first_words: tuple[float, ...]
-    """Seconds from each message to the first piece of its streamed reply."""
+    """Seconds from each message to the first piece of its streamed reply (the same)."""
     wall: float
     """Seconds the whole burst took."""
     mid_stream_joins: int
     """Late joiners of the mid-stream round that asked while the reply was streaming."""
     mid_stream_calls: int
     """``/api/chat`` requests the server received from the late joiners' release to the end."""
+    limited: int = 0
+    """Messages the rate limiter refused (over the whole run)."""
+    notices: int = 0
+    """Refused messages answered with the "slow down" notice (the others got nothing)."""
+    flooder_latencies: tuple[float, ...] = ()
+    """Seconds to the complete reply of each of the flooding user's admitted messages."""
+    others_latencies: tuple[float, ...] = ()
+    """Seconds to the complete reply of each other user of the flood round."""
+    flood_order: tuple[bool, ...] = ()
+    """Whether each ``/api/chat`` request of the flood round, in arrival order, was the
+    flooding user's (``False``: another user's)."""
+    metrics_url: str = ""
+    """Where the run served ``/metrics``."""
+    scrape: str = ""
+    """The ``/metrics`` text scraped over HTTP at the end of the run."""
+
+    @property
+    def answered(self) -> int:
+        """Messages that got a reply or a failure's explanation: those not refused."""
+        return self.messages - self.limited
 
 
 def traffic_rows(outcome: DemoOutcome) -> list[Row]:
     """Messages, replies, and the LLM calls they cost, counted by the server and by the core."""
     executions = outcome.core.dedup.stats.executions
-    saved = outcome.messages - outcome.llm_calls
-    share = saved / outcome.messages if outcome.messages else 0.0
+    answered = outcome.answered
+    saved = answered - outcome.llm_calls
+    share = saved / answered if answered else 0.0
     config = outcome.config
     agree = "they agree" if executions == outcome.llm_calls else "THEY DISAGREE"
     sent = f"{config.channels} channels x {config.rounds} rounds, {config.tracks} conversations"
     if config.late_joiners:
         sent += f", + {config.first_wave + config.late_joiners} mid-stream"
+    if config.flood:
+        sent += f", + {config.flood + config.flood_users} in the flood"
     return [
         Row("messages sent", f"{outcome.messages}", sent),
-        Row("replies ok / failed", f"{outcome.messages - outcome.failed} / {outcome.failed}"),
+        Row(
+            "replies ok / failed",
+            f"{answered - outcome.failed} / {outcome.failed}",
+            f"+ {outcome.limited} refused by the rate limit" if outcome.limited else "",
+        ),
         Row(
             "LLM calls made",
             f"{outcome.llm_calls} / {executions}",
@@ -298,7 +424,8 @@ def latency_rows(outcome: DemoOutcome) -> list[Row]:
             "reply latency p50 / p99",
             f"{percentile(values, 0.5) * 1e3:.0f} / {percentile(values, 0.99) * 1e3:.0f} ms",
             f"model: {config.time_to_first_token * 1e3:.0f} ms to first token + "
-            f"{config.reply_tokens} x {config.token_delay * 1e3:.0f} ms",
+            f"{config.reply_tokens} x {config.token_delay * 1e3:.0f} ms, "
+            f"{config.llm_slots} slots",
         ),
         Row(
             "first words p50 / p99",
@@ -322,6 +449,44 @@ def mid_stream_rows(outcome: DemoOutcome) -> list[Row]:
             f"joined a reply already streaming to {config.first_wave} channels "
             "(Ollama server's count)",
         )
+    ]
+
+
+def flood_rows(outcome: DemoOutcome) -> list[Row]:
+    """The flood round: messages limited, and who got the model's slots while it queued."""
+    config = outcome.config
+    if not config.flood:
+        return []
+    order = outcome.flood_order
+    others_done = max((i for i, flooder in enumerate(order) if not flooder), default=-1) + 1
+    ahead = sum(order[:others_done])
+    queued = len(outcome.flooder_latencies) - min(config.llm_slots, len(outcome.flooder_latencies))
+    others, flooder = outcome.others_latencies, outcome.flooder_latencies
+    rate = f"{config.rate_limit:g}/min" if config.rate_limit else "off"
+    return [
+        Row(
+            "flood: messages / limited",
+            f"{config.flood} / {config.flood - len(flooder)}",
+            f"one user at once; RateLimiter {rate}: {outcome.notices} 'slow down' reply, "
+            f"{outcome.limited - outcome.notices} ignored",
+        ),
+        Row(
+            "flood: flooder's calls ahead of the others",
+            f"{ahead} of {len(flooder)}",
+            f"{config.flood_users} users asked behind {queued} queued; "
+            f"FairLimiter({config.llm_slots}) serves them round-robin",
+        ),
+        Row(
+            "flood: other users' reply p50 / p99",
+            f"{percentile(others, 0.5) * 1e3:.0f} / {percentile(others, 0.99) * 1e3:.0f} ms",
+            f"{config.flood_users} users, {config.flood_questions} questions: "
+            "a shared call takes one slot",
+        ),
+        Row(
+            "flood: flooder's reply p50 / p99",
+            f"{percentile(flooder, 0.5) * 1e3:.0f} / {percentile(flooder, 0.99) * 1e3:.0f} ms",
+            f"its {len(flooder)} admitted messages, one after another",
+        ),
     ]
 
 
@@ -354,6 +519,7 @@ def metrics_rows(outcome: DemoOutcome) -> list[Row]:
 SECTIONS: tuple[Callable[[DemoOutcome], Iterable[Row]], ...] = (
     traffic_rows,
     mid_stream_rows,
+    flood_rows,
     latency_rows,
     history_rows,
     metrics_rows,
@@ -373,9 +539,32 @@ def format_table(rows: Iterable[Row]) -> str:
     return "\n".join(lines)
 
 
+_SAMPLED = (
+    "mybot_dedup_executions_total",
+    "mybot_dedup_shared_total",
+    "mybot_rate_limiter_limited_total",
+    "mybot_fair_limiter_admitted_total",
+    "mybot_history_evictions_total",
+    "mybot_writer_dropped_total",
+    'mybot_latency_seconds{name="latency",quantile="0.99",timer="reply"}',
+    'mybot_latency_seconds{name="latency",quantile="0.5",timer="llm.first_token"}',
+    'mybot_latency_seconds_count{name="latency",timer="llm.token"}',
+)
+
+
+def scrape_sample(scrape: str) -> list[str]:
+    """A few telling lines of a ``/metrics`` scrape: calls made and saved, users limited..."""
+    return [line for line in scrape.splitlines() if line.startswith(_SAMPLED)]
+
+
 def report(outcome: DemoOutcome) -> str:
-    """The results table: the rows of every section, in order."""
-    return format_table(row for section in SECTIONS for row in section(outcome))
+    """The results table, the rows of every section in order, then a sample of the scrape."""
+    table = format_table(row for section in SECTIONS for row in section(outcome))
+    sample = scrape_sample(outcome.scrape)
+    if not sample:
+        return table
+    lines = "\n".join(f"    {line}" for line in sample)
+    return f"{table}\n\nFrom {outcome.metrics_url} (scraped at the end of the run):\n{lines}"
 
 
 async def run_demo(
@@ -383,13 +572,15 @@ async def run_demo(
     metrics_path: str | os.PathLike[str],
     *,
     progress: TextIO | None = sys.stderr,
+    metrics_port: int = 0,
 ) -> DemoOutcome:
     """Run the burst against a fresh fake Ollama and measure it.
 
     Args:
         config: the burst.
         metrics_path: the file the core appends its metric events to.
-        progress: where the progress bar goes, ``None`` for none.
+        progress: where the progress bar and the ``/metrics`` address go, ``None`` for none.
+        metrics_port: the port ``/metrics`` is served on, on 127.0.0.1 (0: a free one).
 
     Returns:
         The measurements, with the core, closed (its metrics written), for its stats.
@@ -399,13 +590,19 @@ async def run_demo(
         token_delay=config.token_delay,
         reply_tokens=config.reply_tokens,
     ) as server:
+        limiter = RateLimiter(config.rate_limit, 60.0) if config.rate_limit else None
         core = BotCore(
             OllamaChat(host=server.url, model="llama3.2", timeout=30.0),
             metrics_path=metrics_path,
             max_channels=config.max_channels,
+            rate_limiter=limiter,
+            llm_slots=config.llm_slots,
         )
         latencies: list[float] = []
         first_words: list[float] = []
+        flooder: list[float] = []
+        others: list[float] = []
+        notices = sent = 0
         bar = ProgressBar(config.messages, stream=progress) if progress else None
         streaming = anyio.Event()  # the mid-stream round's reply has begun
         streamed = anyio.Event()  # ... and has ended
@@ -413,33 +610,92 @@ async def run_demo(
         mid_stream_joins = 0
 
         async def one(message: Message) -> None:
-            nonlocal calls_at_release, mid_stream_joins
+            nonlocal calls_at_release, mid_stream_joins, notices, sent
             mid_stream = message.text == MID_STREAM_QUESTION
-            if message.late:
+            if message.late and mid_stream:
                 await streaming.wait()
             await anyio.sleep(message.delay)
-            if message.late and not streamed.is_set():
+            if message.late and mid_stream and not streamed.is_set():
                 mid_stream_joins += 1
             started = time.perf_counter()
-            waiting = True
+            first: float | None = None
+            pieces: list[str] = []
             reply = core.stream(message.channel_id, message.author, message.text)
             async with aclosing(reply):
-                async for _ in reply:
-                    if waiting:
-                        waiting = False
-                        first_words.append(time.perf_counter() - started)
+                async for piece in reply:
+                    if first is None:
+                        first = time.perf_counter() - started
                         if mid_stream and not streaming.is_set():
                             calls_at_release = server.count("/api/chat")
                             streaming.set()
-            latencies.append(time.perf_counter() - started)
+                    pieces.append(piece)
+            elapsed = time.perf_counter() - started
+            sent += 1
+            if not pieces or pieces[0].startswith(_SLOW_DOWN):  # refused by the rate limit
+                notices += bool(pieces)
+            else:
+                latencies.append(elapsed)
+                if first is not None:
+                    first_words.append(first)
+                if message.text.startswith(FLOOD_PREFIX):
+                    flooder.append(elapsed)
+                elif message.text in AFTER_FLOOD_QUESTIONS:
+                    others.append(elapsed)
             if mid_stream:
                 streamed.set()
             if bar is not None:
                 bar.advance()
 
+        async def play_flood(messages: list[Message]) -> tuple[bool, ...]:
+            """The flood round, staged: the server holds its requests until all have queued."""
+            flood = [m for m in messages if not m.late]
+            late = [m for m in messages if m.late]
+            before = core.rate_limiter.stats if core.rate_limiter else None
+            calls_before = core.dedup.stats.calls
+            requests_before = len(server.conversations())
+
+            def admitted() -> int:
+                if before is None or core.rate_limiter is None:
+                    return len(flood)
+                now = core.rate_limiter.stats
+                checked = now.admitted + now.limited - before.admitted - before.limited
+                return now.admitted - before.admitted if checked == len(flood) else -1
+
+            def calls(extra: int) -> int:
+                slots = core.slots.stats
+                return slots.in_use + slots.waiting - extra
+
+            server.pause()
+            try:
+                async with anyio.create_task_group() as group:
+                    for message in flood:
+                        group.start_soon(one, message)
+                    await _until(lambda: admitted() >= 0 and calls(0) == admitted())
+                    flood_calls = admitted()
+                    for message in late:
+                        group.start_soon(one, message)
+                    questions = len({m.text for m in late})
+                    await _until(
+                        lambda: (
+                            core.dedup.stats.calls == calls_before + flood_calls + len(late)
+                            and calls(questions) == flood_calls
+                        )
+                    )
+                    server.resume()
+            finally:
+                server.resume()
+            asked = server.conversations()[requests_before:]
+            return tuple(str(c[-1]["content"]).startswith(FLOOD_PREFIX) for c in asked)
+
         await core.start()
         started = time.perf_counter()
         mid_stream_calls = 0
+        flood_order: tuple[bool, ...] = ()
+        metrics = MetricsServer(core, metrics_port).start()
+        metrics_url = metrics.url
+        if progress is not None:
+            progress.write(f"  serving {metrics_url} while it runs\n")
+            progress.flush()
         try:
             for messages in [*plan(config), mid_stream_round(config)]:
                 async with anyio.create_task_group() as group:
@@ -447,15 +703,23 @@ async def run_demo(
                         group.start_soon(one, message)
             if config.late_joiners:
                 mid_stream_calls = server.count("/api/chat") - calls_at_release
+            flood = flood_round(config)
+            if flood:
+                flood_order = await play_flood(flood)
         finally:
             wall = time.perf_counter() - started
             if bar is not None:
                 bar.close()
-            await core.aclose()
+            try:
+                await core.aclose()
+                async with httpx.AsyncClient() as client:
+                    scrape = (await client.get(metrics_url)).raise_for_status().text
+            finally:
+                metrics.close()
         return DemoOutcome(
             config=config,
             core=core,
-            messages=len(latencies),
+            messages=sent,
             failed=sum(core.errors.values()),  # counted once per message
             llm_calls=server.count("/api/chat"),
             latencies=tuple(latencies),
@@ -463,4 +727,18 @@ async def run_demo(
             wall=wall,
             mid_stream_joins=mid_stream_joins,
             mid_stream_calls=mid_stream_calls,
+            limited=core.rate_limiter.stats.limited if core.rate_limiter else 0,
+            notices=notices,
+            flooder_latencies=tuple(flooder),
+            others_latencies=tuple(others),
+            flood_order=flood_order,
+            metrics_url=metrics_url,
+            scrape=scrape,
         )
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds: it reads counters that signal nothing, hence polling."""
+    with anyio.fail_after(30):  # a safety net: it holds within milliseconds
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.001)

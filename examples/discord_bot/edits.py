@@ -20,7 +20,7 @@ from typing import Generic, TypeVar, final
 
 import anyio
 
-from .split import DISCORD_LIMIT, split_message
+from examples.chatcore.split import DISCORD_LIMIT, split_message
 
 __all__ = ["EditThrottle", "RateLimited", "StreamRenderer"]
 

@@ -8,7 +8,13 @@ Every botperf primitive has one job here:
   same prompt at the same time (same model, same question up to case and spacing, same
   conversation so far): its shared stream hands every chunk to every one of them, a message
   arriving mid-reply first getting the chunks already produced;
-- ``timed`` times each call to Ollama into a ``LatencyRecorder`` and the metrics file;
+- a ``RateLimiter`` (optional) refuses a user's messages beyond a rate, answering the first
+  refused one with a short "slow down" notice and ignoring the rest;
+- a ``FairLimiter`` holds the model's few parallel slots, shared round-robin between users,
+  so one user's queue of questions does not delay everyone else's; a shared (deduplicated)
+  call takes one slot, whatever the number of askers;
+- ``timed`` times each call to Ollama into a ``LatencyRecorder`` and the metrics file, which
+  also gets the wait for a slot, the time to first token and the time between tokens;
 - a ``BatchMetricsWriter`` records a ``message_in``, an ``llm_call`` and a ``reply_out``
   event per message (see `BotCore` for their fields) and writes them to a JSON-lines
   file in batches, off the event loop; ``botperf report <file>`` reads it.
@@ -18,21 +24,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, final
 
+from cachetools import LRUCache
 from typing_extensions import Self
 
 from botperf import (
     BatchMetricsWriter,
     Deduplicator,
+    FairLimiter,
     HistoryStore,
     LatencyRecorder,
+    RateLimitedError,
+    RateLimiter,
     StreamTooLongError,
     timed,
 )
@@ -41,7 +53,14 @@ from .llm import ChatResult, LLMError, LLMErrorKind, OllamaChat
 from .protocol import Reply
 from .split import split_message
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "BotCore", "normalize"]
+__all__ = [
+    "DEFAULT_LLM_SLOTS",
+    "DEFAULT_SYSTEM_PROMPT",
+    "EMPTY_REPLY",
+    "BotCore",
+    "normalize",
+    "slow_down_notice",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +69,23 @@ DEFAULT_SYSTEM_PROMPT = (
     "use Markdown code blocks for code."
 )
 
+DEFAULT_LLM_SLOTS = 2
+"""Ollama calls run at once by default: what one Ollama server serves in parallel."""
+
+EMPTY_REPLY = "(The model returned an empty reply.)"
+"""Streamed in place of a reply with no visible text, which chat platforms refuse to post."""
+
+_TOLD_USERS = 10_000  # users remembered as told to slow down; a forgotten one is told again
+
 
 def normalize(text: str) -> str:
     """The form of a text that deduplication compares: stripped, casefolded, one space per run."""
     return " ".join(text.split()).casefold()
+
+
+def slow_down_notice(retry_after: float) -> str:
+    """The one reply a rate-limited author gets: when to try again, in whole seconds (>= 1)."""
+    return f"Slow down, try again in {max(math.ceil(retry_after), 1)} s."
 
 
 def _context_digest(messages: Sequence[dict[str, str]]) -> str:
@@ -82,10 +114,11 @@ class _Turn:
     over.
     """
 
-    __slots__ = ("error", "executed", "text")
+    __slots__ = ("error", "executed", "limited", "text")
 
     def __init__(self) -> None:
         self.executed = False
+        self.limited = False
         self.text = ""
         self.error: LLMErrorKind | None = None
 
@@ -115,11 +148,24 @@ class BotCore:
     every one has left, the Ollama request is closed. Replies are not cached beyond the
     stream (no ``ttl``).
 
+    **Admission.** With a ``rate_limiter``, each message first passes
+    ``rate_limiter.check(author)``. A refused message gets no LLM call and no history: the
+    first one refused since the author's last admitted message is answered with one short
+    notice ("Slow down, try again in N s."), the next ones with nothing at all (their stream
+    yields no piece, so a front end sends nothing), so a flood costs one reply. Every call
+    made to Ollama then waits for one of ``llm_slots`` slots of a `FairLimiter`, keyed by
+    the author whose message started it: slots go round-robin between authors, so one
+    author's queue delays another's call by one slot at most. The slot is taken inside the
+    shared upstream, so a call shared by many askers holds one slot.
+
     **Events** (``error`` is a bool, so ``botperf report`` counts failures; ``error_kind``
     an `LLMErrorKind` value, ``"cancelled"``, or ``None``):
 
     - ``message_in``: ``channel``, ``author`` (a keyed hash: it tells users apart within
       one run and cannot be turned back into a name), ``chars``.
+    - ``message_limited``, for a message the rate limiter refused (it records nothing
+      else): ``channel``, ``author``, ``retry_after_s``, ``notified`` (whether it got the
+      notice).
     - ``llm_call``, one per message: ``channel``, ``latency_ms`` (the call's duration, or
       for a shared call this message's wait for the end of the stream), ``deduplicated``
       (whether it shared another message's call), ``error``, ``error_kind``, and what
@@ -128,12 +174,18 @@ class BotCore:
       Those are ``None`` on deduplicated events, so summing them over the file gives what
       Ollama really spent. The call made records its event when it ends, even if the
       message that started it has stopped consuming (the call was made); a call closed
-      because every consumer left records ``error_kind`` ``"cancelled"``.
+      because every consumer left records ``error_kind`` ``"cancelled"``; one cancelled
+      while it waited for a slot was never made and records nothing.
     - ``ollama.chat``, from ``timed``: ``duration_ms``, ``error``, one per call made.
     - ``reply_out``: ``channel``, ``chars``, ``parts`` (Discord messages it takes),
       ``latency_ms`` (from the message to the end of its reply), ``error``, ``error_kind``.
       A message whose consumer stopped early records neither this nor, if it shared
       another's call, ``llm_call``.
+
+    The `latency` recorder also gets, per call made, ``llm.slot`` (the wait for a slot),
+    ``llm.first_token`` (from the request to the first piece of the reply) and, per later
+    piece, ``llm.token`` (the time since the previous piece: Ollama streams a token a
+    piece, so its ``count`` over its ``sum`` is tokens per second).
 
     Durations measured per message (``llm.wait``, ``reply``, and the ``latency_ms`` fields
     above) run until this message's consumer has read the end of the stream, so they
@@ -154,6 +206,9 @@ class BotCore:
             bytes (five old files are kept); ``None`` never rotates.
         max_reply_chunks: Streamed pieces one reply may have; a longer one (a runaway
             model) is cut off and answered with a short explanation.
+        rate_limiter: Admits each author's messages (the key is ``author``); ``None``
+            admits every message.
+        llm_slots: Ollama calls run at once, at most (the `FairLimiter`'s slots).
 
     Raises:
         ValueError: If ``max_messages`` is below 2, or another option is out of its range
@@ -173,6 +228,8 @@ class BotCore:
         metrics_delay: float = 5.0,
         metrics_rotate_bytes: int | None = 64 * 2**20,
         max_reply_chunks: int = 10_000,
+        rate_limiter: RateLimiter | None = None,
+        llm_slots: int = DEFAULT_LLM_SLOTS,
     ) -> None:
         if max_messages < 2:
             raise ValueError(f"max_messages must be >= 2 (one exchange), got {max_messages}")
@@ -195,12 +252,19 @@ class BotCore:
             rotate_bytes=metrics_rotate_bytes,
         )
         """The metric events, batched to ``metrics_path``."""
+        self.rate_limiter = rate_limiter
+        """Admits each author's messages, or ``None``."""
+        self.slots = FairLimiter(llm_slots)
+        """The Ollama calls running at once, shared fairly between the authors who start them."""
         self.latency = LatencyRecorder()
         """Durations of ``ollama.chat`` (each call made), ``llm.wait`` (each message's wait
-        for its answer, shared or not) and ``reply`` (each message, from arrival to reply)."""
+        for its answer, shared or not), ``reply`` (each message, from arrival to reply), and
+        per call made ``llm.slot``, ``llm.first_token`` and ``llm.token`` (see above)."""
         self.errors: Counter[LLMErrorKind] = Counter()
         """Messages answered with a failure, by kind."""
         self._author_key = secrets.token_bytes(16)
+        # Authors told to slow down since their last admitted message (an LRU set).
+        self._told: LRUCache[str, None] = LRUCache(maxsize=_TOLD_USERS)
         self._stack: AsyncExitStack | None = None
         self._closed = False
 
@@ -257,7 +321,7 @@ class BotCore:
         async with aclosing(self._turn(channel_id, author, text, turn)) as pieces:
             async for _ in pieces:
                 pass
-        return Reply(turn.text, error=turn.error)
+        return Reply(turn.text, error=turn.error, limited=turn.limited)
 
     def stream(self, channel_id: int, author: str, text: str) -> AsyncGenerator[str, None]:
         """Answer ``text`` as `handle` does, yielding the reply as the model streams it.
@@ -266,9 +330,12 @@ class BotCore:
         *Deduplication* above); a message arriving mid-reply gets the pieces already
         produced at once, then the live ones. An LLM failure ends the stream with one
         piece explaining it (after a blank line if part of the reply came first); it is
-        logged and counted as in `handle`. The exchange is stored once the whole
-        reply has been read. Close the generator (``contextlib.aclosing``) to stop early:
-        the other messages sharing the reply are not affected.
+        logged and counted as in `handle`. A reply with no visible text streams
+        `EMPTY_REPLY` after it. The exchange is stored once the whole reply has been read.
+        A message the rate limiter refuses streams its notice, or nothing at all when its
+        author was told already: a stream that yields nothing means there is nothing to
+        send. Close the generator (``contextlib.aclosing``) to stop early: the other
+        messages sharing the reply are not affected.
         """
         return self._turn(channel_id, author, text, _Turn())
 
@@ -283,10 +350,20 @@ class BotCore:
         self.record(
             "message_in", channel=channel_id, author=self._pseudonym(author), chars=len(text)
         )
+        if self.rate_limiter is not None:
+            try:
+                self.rate_limiter.check(author)
+            except RateLimitedError as refused:
+                turn.limited = True
+                turn.text = self._refuse(channel_id, author, refused.retry_after or 0.0)
+                if turn.text:
+                    yield turn.text
+                return
+            self._told.pop(author, None)
         context = self.history.as_messages(channel_id)
         key = (self.llm.model, normalize(text), _context_digest(context))
         messages = [*context, {"role": "user", "content": text}]
-        chunks = self.dedup.stream(key, self._ask, turn, channel_id, messages)
+        chunks = self.dedup.stream(key, self._ask, turn, channel_id, author, messages)
         parts: list[str] = []
         failure: LLMError | None = None
         reply_timer = timed("reply", recorder=self.latency)
@@ -313,6 +390,9 @@ class BotCore:
             turn.text = "".join(parts)
             self.history.append(channel_id, "user", text, author=author)
             self.history.append(channel_id, "assistant", turn.text)
+            if not turn.text.strip():
+                turn.text = EMPTY_REPLY
+                yield EMPTY_REPLY
         else:
             self.errors[failure.kind] += 1
             turn.text, turn.error = failure.user_message, failure.kind
@@ -329,33 +409,56 @@ class BotCore:
             # Shown after the part of the reply already streamed, if any, not glued to it.
             yield f"\n\n{turn.text}" if parts else turn.text
 
-    async def _ask(
-        self, turn: _Turn, channel_id: int, messages: list[dict[str, str]]
-    ) -> AsyncGenerator[str, None]:
-        """The shared upstream: one streamed call to Ollama, timed and recorded.
+    def _refuse(self, channel_id: int, author: str, retry_after: float) -> str:
+        """Record a refused message; the notice to send, or ``""`` if the author was told."""
+        notify = author not in self._told
+        if notify:
+            self._told[author] = None
+        self.record(
+            "message_limited",
+            channel=channel_id,
+            author=self._pseudonym(author),
+            retry_after_s=retry_after,
+            notified=notify,
+        )
+        return slow_down_notice(retry_after) if notify else ""
 
-        It runs in the Deduplicator's hosted task, never in a consumer's, so its timer and
-        its ``llm_call`` event measure the call itself, whatever the consumers do.
+    async def _ask(
+        self, turn: _Turn, channel_id: int, author: str, messages: list[dict[str, str]]
+    ) -> AsyncGenerator[str, None]:
+        """The shared upstream: one streamed call to Ollama in a fair slot, timed and recorded.
+
+        It runs in the Deduplicator's hosted task, never in a consumer's, so its timers and
+        its ``llm_call`` event measure the call itself, whatever the consumers do; and the
+        call holds one slot however many messages share it.
         """
         turn.executed = True
-        # metrics=self rather than the writer: see record(), for a call outliving aclose().
-        timer = timed("ollama.chat", recorder=self.latency, metrics=self)
-        chat = self.llm.stream(messages)
-        try:
-            with timer:
-                async with chat:
-                    async for piece in chat:
-                        yield piece
-        except LLMError as error:
-            logger.warning("channel %s: LLM call failed: %s", channel_id, error)
-            self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, error=error)
-            raise
-        except BaseException:
-            # Every consumer left (the upstream is cancelled, or closed at a yield), or the
-            # bot is shutting down: the call was made all the same.
-            self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, cancelled=True)
-            raise
-        self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, result=chat.result)
+        recorder = self.latency
+        asked = time.perf_counter()
+        async with self.slots.slot(author):
+            recorder.observe("llm.slot", time.perf_counter() - asked)
+            # metrics=self rather than the writer: see record(), for a call outliving aclose().
+            timer = timed("ollama.chat", recorder=recorder, metrics=self)
+            chat = self.llm.stream(messages)
+            try:
+                with timer:
+                    async with chat:
+                        name, last = "llm.first_token", time.perf_counter()
+                        async for piece in chat:
+                            now = time.perf_counter()
+                            recorder.observe(name, now - last)
+                            name, last = "llm.token", now
+                            yield piece
+            except LLMError as error:
+                logger.warning("channel %s: LLM call failed: %s", channel_id, error)
+                self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, error=error)
+                raise
+            except BaseException:
+                # Every consumer left (the upstream is cancelled, or closed at a yield), or
+                # the bot is shutting down: the call was made all the same.
+                self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, cancelled=True)
+                raise
+            self._record_llm_call(channel_id, timer.elapsed, deduplicated=False, result=chat.result)
 
     def _record_llm_call(
         self,

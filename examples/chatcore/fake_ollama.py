@@ -63,6 +63,8 @@ class Fault(enum.Enum):
     """Stream a few tokens, then close the connection without finishing the body."""
     ERROR_LINE = "error_line"
     """Stream a few tokens, then an ``{"error": ...}`` line, on HTTP 200 as Ollama does."""
+    EMPTY_REPLY = "empty_reply"
+    """Answer with no text at all: only the final ``done`` object (a model with nothing to say)."""
 
 
 def tokenize(text: str) -> list[str]:
@@ -372,6 +374,8 @@ class _Handler(BaseHTTPRequestHandler):
             "",
         )
         tokens = tokenize(canned_reply(question, tokens=owner.reply_tokens))
+        if fault is Fault.EMPTY_REPLY:
+            tokens = []
         prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
         if body.get("stream", True):
             self._stream(model, tokens, prompt_tokens, fault)

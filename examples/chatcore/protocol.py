@@ -1,8 +1,9 @@
-"""What the Discord adapter, the console and the demo expect from the bot's core.
+"""What the chat front ends (Discord, the console, the demo) expect from the bot's core.
 
-The core owns everything that can be tested without Discord: history, the LLM call, errors,
-metrics. The front ends (``bot.py``, ``console.py``, ``demo.py``) only see this protocol, so the
-core can be swapped without touching them.
+The core owns everything that can be tested without a chat platform: history, the LLM call,
+errors, metrics. The front ends (``examples/discord_bot/bot.py``, ``console.py``,
+``examples/discord_bot/demo.py``) only see this protocol, so the core can be swapped without
+touching them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Reply:
     """What to show the user: the model's reply, or a short explanation of what failed."""
     error: LLMErrorKind | None = None
     """Why the model could not answer, or ``None`` when ``text`` is its reply."""
+    limited: bool = False
+    """Whether the rate limiter refused the message: ``text`` is then the "slow down" notice,
+    or empty when the author was told already (send nothing)."""
 
     @property
     def ok(self) -> bool:
@@ -50,8 +54,10 @@ class ChatCore(Protocol):
         """Like `handle`, yielding the reply in pieces as the model produces them.
 
         An async generator (an ``async def`` with ``yield``, or a function returning one).
-        A failure ends the stream with a piece explaining it. Callers that may stop early
-        close it with ``contextlib.aclosing``.
+        A failure ends the stream with a piece explaining it. A stream that yields no piece
+        at all means there is nothing to send (a message the rate limiter refused, whose
+        author was told already). Callers that may stop early close it with
+        ``contextlib.aclosing``.
         """
         ...
 
