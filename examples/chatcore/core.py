@@ -34,12 +34,12 @@ from botperf import (
     HistoryStore,
     LatencyRecorder,
     StreamTooLongError,
+    split_message,
     timed,
 )
 
 from .llm import ChatResult, LLMError, LLMErrorKind, OllamaChat
 from .protocol import Reply
-from .split import split_message
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "BotCore", "normalize"]
 
@@ -130,7 +130,7 @@ class BotCore:
       message that started it has stopped consuming (the call was made); a call closed
       because every consumer left records ``error_kind`` ``"cancelled"``.
     - ``ollama.chat``, from ``timed``: ``duration_ms``, ``error``, one per call made.
-    - ``reply_out``: ``channel``, ``chars``, ``parts`` (Discord messages it takes),
+    - ``reply_out``: ``channel``, ``chars``, ``parts`` (chat messages it takes),
       ``latency_ms`` (from the message to the end of its reply), ``error``, ``error_kind``.
       A message whose consumer stopped early records neither this nor, if it shared
       another's call, ``llm_call``.
@@ -154,10 +154,12 @@ class BotCore:
             bytes (five old files are kept); ``None`` never rotates.
         max_reply_chunks: Streamed pieces one reply may have; a longer one (a runaway
             model) is cut off and answered with a short explanation.
+        max_length: Characters per chat message (Discord 2,000, Telegram 4,096), for the
+            ``parts`` of ``reply_out``.
 
     Raises:
-        ValueError: If ``max_messages`` is below 2, or another option is out of its range
-            (botperf's `InvalidOptionError` is a ``ValueError``).
+        ValueError: If ``max_messages`` is below 2, ``max_length`` below 20, or another
+            option is out of its range (botperf's `InvalidOptionError` is a ``ValueError``).
     """
 
     def __init__(
@@ -173,9 +175,12 @@ class BotCore:
         metrics_delay: float = 5.0,
         metrics_rotate_bytes: int | None = 64 * 2**20,
         max_reply_chunks: int = 10_000,
+        max_length: int = 2000,
     ) -> None:
         if max_messages < 2:
             raise ValueError(f"max_messages must be >= 2 (one exchange), got {max_messages}")
+        if max_length < 20:
+            raise ValueError(f"max_length must be >= 20 characters, got {max_length}")
         self.llm = llm
         self.history: HistoryStore[int] = HistoryStore(
             max_channels=max_channels,
@@ -200,6 +205,7 @@ class BotCore:
         for its answer, shared or not) and ``reply`` (each message, from arrival to reply)."""
         self.errors: Counter[LLMErrorKind] = Counter()
         """Messages answered with a failure, by kind."""
+        self._max_length = max_length
         self._author_key = secrets.token_bytes(16)
         self._stack: AsyncExitStack | None = None
         self._closed = False
@@ -320,7 +326,7 @@ class BotCore:
             "reply_out",
             channel=channel_id,
             chars=len(turn.text),
-            parts=len(split_message(turn.text)),
+            parts=len(split_message(turn.text, max_length=self._max_length)),
             latency_ms=(reply_timer.elapsed or 0.0) * 1e3,
             error=failure is not None,
             error_kind=None if turn.error is None else turn.error.value,
