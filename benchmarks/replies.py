@@ -1,7 +1,8 @@
 """Streamed replies: ReplyStreamer against the example bot's renderer, and split_message.
 
 Three measurements, each against the Discord example's own renderer
-(``examples/discord_bot/edits.py`` and ``split.py``, which botperf's versions replace) as the
+(formerly ``examples/discord_bot/edits.py`` and ``split.py``, kept as
+``baseline_renderer.py`` and ``baseline_split.py``, which botperf's versions replaced) as the
 baseline, in this process:
 
 - feed cost (ns per chunk, median): a firehose of ``CHUNKS`` chunks fed as fast as possible
@@ -27,10 +28,10 @@ import anyio
 import anyio.lowlevel
 
 from botperf import EditPacer, ReplyStreamer, split_message
-from examples.chatcore.split import split_message as example_split_message
-from examples.discord_bot.edits import EditThrottle, StreamRenderer
 
 from ._harness import Measurement, Report, Target, ns_per_op, tick
+from .baseline_renderer import EditThrottle, StreamRenderer
+from .baseline_split import split_message as example_split_message
 
 CHUNKS = 10_000
 STREAM_SECONDS = 20.0

@@ -1,1 +1,1 @@
-"""Runnable examples for botperf (``python -m examples.discord_bot``)."""
+"""Runnable examples for botperf (``python -m examples.discord_bot``, ``examples.telegram_bot``)."""

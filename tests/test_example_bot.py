@@ -16,18 +16,18 @@ import anyio
 import discord
 import pytest
 
+from botperf import EditPacer
 from examples.chatcore.core import EMPTY_REPLY, BotCore
 from examples.chatcore.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
 from examples.chatcore.llm import OllamaChat
 from examples.chatcore.protocol import ChatCore, Reply
 from examples.discord_bot.bot import (
     ChatBot,
-    _rate_limits_raised,
+    discord_retry_after,
     run_bot,
     should_answer,
     strip_mention,
 )
-from examples.discord_bot.edits import EditThrottle, RateLimited
 
 BOT_ID = 42
 
@@ -57,10 +57,27 @@ class FakeCore:
         self.closed += 1
 
 
-def make_bot(core: ChatCore | None = None) -> ChatBot:
-    # A clock that jumps 10 s per reading: the edit throttle never makes a test wait.
+def make_bot(core: ChatCore | None = None, *, pacer: EditPacer | None = None) -> ChatBot:
+    # A clock that jumps 10 s per reading: the edit pacer never makes a test wait.
     clock = itertools.count(0.0, 10.0).__next__
-    return ChatBot(core or FakeCore([]), throttle=EditThrottle(clock=clock), sync_commands=False)
+    if pacer is None:  # not `pacer or ...`: an EditPacer that remembers no target is falsy
+        pacer = EditPacer(clock=clock)
+    return ChatBot(core or FakeCore([]), pacer=pacer, sync_commands=False)
+
+
+class FakeClock:
+    """Time that moves only when the pacer sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 @pytest.mark.anyio
@@ -205,7 +222,7 @@ async def test_channels_asking_at_once_each_render_the_one_shared_stream(
 @pytest.mark.anyio
 async def test_failed_delivery_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     async def send(content: str) -> int:
-        raise RateLimited(retry_after=3600.0)
+        raise discord.RateLimited(3600.0)  # a wait of an hour is a failure, not a wait
 
     async def edit(message: int, content: str) -> None:
         raise AssertionError("nothing was sent, so nothing is edited")
@@ -219,33 +236,83 @@ def http_error(status: int, headers: dict[str, str]) -> discord.HTTPException:
     return discord.HTTPException(response, {"message": "slow down", "code": 0})
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("error", "retry_after"),
     [
         (discord.RateLimited(12.5), 12.5),
         (http_error(429, {"Retry-After": "1.5"}), 1.5),
-        (http_error(429, {}), None),
+        (http_error(429, {}), 0.0),  # a 429 all the same: the pacer's interval decides
     ],
 )
-async def test_discord_429s_become_rate_limited(
-    error: Exception, retry_after: float | None
-) -> None:
-    async def call() -> None:
-        raise error
+def test_discord_429s_are_rate_limits(error: Exception, retry_after: float) -> None:
+    assert discord_retry_after(error) == retry_after
 
-    with pytest.raises(RateLimited) as caught:
-        await _rate_limits_raised(call())
-    assert caught.value.retry_after == retry_after
+
+def test_other_http_errors_are_not_rate_limits() -> None:
+    assert discord_retry_after(http_error(403, {})) is None
+    assert discord_retry_after(ValueError("not from Discord")) is None
 
 
 @pytest.mark.anyio
-async def test_other_http_errors_pass_through() -> None:
-    async def call() -> None:
+async def test_other_http_errors_are_logged_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    async def send(content: str) -> int:
+        calls.append(content)
         raise http_error(403, {})
 
-    with pytest.raises(discord.HTTPException):
-        await _rate_limits_raised(call())
+    async def edit(message: int, content: str) -> None:
+        raise AssertionError("nothing was sent, so nothing is edited")
+
+    await make_bot(FakeCore(["x"])).answer(5, "ann", "hi", send, edit, None)
+    assert calls == ["x"]
+    assert "could not deliver the reply" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_429_is_waited_out_and_the_final_text_delivered() -> None:
+    clock = FakeClock()
+    messages: list[str] = []
+    limited = [http_error(429, {"Retry-After": "2.5"})]
+
+    async def send(content: str) -> int:
+        messages.append(content)
+        return len(messages) - 1
+
+    async def edit(message: int, content: str) -> None:
+        if limited:
+            raise limited.pop()
+        messages[message] = content
+
+    pacer = EditPacer(interval=1.0, clock=clock, sleep=clock.sleep)
+    await make_bot(FakeCore(["a", "b"]), pacer=pacer).answer(5, "ann", "hi", send, edit, None)
+    assert messages == ["ab"]
+    assert sum(clock.slept) >= 2.5  # Retry-After, at least
+    assert pacer.interval_for(5) < 2.0  # the successful edit relaxed the doubled interval
+
+
+@pytest.mark.anyio
+async def test_delivery_gives_up_after_repeated_rate_limits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    messages: list[str] = []
+    edits = 0
+
+    async def send(content: str) -> int:
+        messages.append(content)
+        return 0
+
+    async def edit(message: int, content: str) -> None:
+        nonlocal edits
+        edits += 1
+        raise discord.RateLimited(2.0)
+
+    pacer = EditPacer(interval=1.0, clock=clock, sleep=clock.sleep)
+    await make_bot(FakeCore(["a", "b"]), pacer=pacer).answer(5, "ann", "hi", send, edit, None)
+    assert messages == ["a"]
+    assert edits == 11  # ten rate limits waited out, the eleventh given up on
+    assert "could not deliver the reply" in caplog.text
 
 
 # discord.py runs on asyncio only (its HTTP client is aiohttp).

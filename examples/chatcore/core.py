@@ -46,12 +46,12 @@ from botperf import (
     RateLimitedError,
     RateLimiter,
     StreamTooLongError,
+    split_message,
     timed,
 )
 
 from .llm import ChatResult, LLMError, LLMErrorKind, OllamaChat
 from .protocol import Reply
-from .split import split_message
 
 __all__ = [
     "DEFAULT_LLM_SLOTS",
@@ -177,7 +177,7 @@ class BotCore:
       because every consumer left records ``error_kind`` ``"cancelled"``; one cancelled
       while it waited for a slot was never made and records nothing.
     - ``ollama.chat``, from ``timed``: ``duration_ms``, ``error``, one per call made.
-    - ``reply_out``: ``channel``, ``chars``, ``parts`` (Discord messages it takes),
+    - ``reply_out``: ``channel``, ``chars``, ``parts`` (chat messages it takes),
       ``latency_ms`` (from the message to the end of its reply), ``error``, ``error_kind``.
       A message whose consumer stopped early records neither this nor, if it shared
       another's call, ``llm_call``.
@@ -209,10 +209,12 @@ class BotCore:
         rate_limiter: Admits each author's messages (the key is ``author``); ``None``
             admits every message.
         llm_slots: Ollama calls run at once, at most (the `FairLimiter`'s slots).
+        max_length: Characters per chat message (Discord 2,000, Telegram 4,096), for the
+            ``parts`` of ``reply_out``.
 
     Raises:
-        ValueError: If ``max_messages`` is below 2, or another option is out of its range
-            (botperf's `InvalidOptionError` is a ``ValueError``).
+        ValueError: If ``max_messages`` is below 2, ``max_length`` below 20, or another
+            option is out of its range (botperf's `InvalidOptionError` is a ``ValueError``).
     """
 
     def __init__(
@@ -230,9 +232,12 @@ class BotCore:
         max_reply_chunks: int = 10_000,
         rate_limiter: RateLimiter | None = None,
         llm_slots: int = DEFAULT_LLM_SLOTS,
+        max_length: int = 2000,
     ) -> None:
         if max_messages < 2:
             raise ValueError(f"max_messages must be >= 2 (one exchange), got {max_messages}")
+        if max_length < 20:
+            raise ValueError(f"max_length must be >= 20 characters, got {max_length}")
         self.llm = llm
         self.history: HistoryStore[int] = HistoryStore(
             max_channels=max_channels,
@@ -262,6 +267,7 @@ class BotCore:
         per call made ``llm.slot``, ``llm.first_token`` and ``llm.token`` (see above)."""
         self.errors: Counter[LLMErrorKind] = Counter()
         """Messages answered with a failure, by kind."""
+        self._max_length = max_length
         self._author_key = secrets.token_bytes(16)
         # Authors told to slow down since their last admitted message (an LRU set).
         self._told: LRUCache[str, None] = LRUCache(maxsize=_TOLD_USERS)
@@ -400,7 +406,7 @@ class BotCore:
             "reply_out",
             channel=channel_id,
             chars=len(turn.text),
-            parts=len(split_message(turn.text)),
+            parts=len(split_message(turn.text, max_length=self._max_length)),
             latency_ms=(reply_timer.elapsed or 0.0) * 1e3,
             error=failure is not None,
             error_kind=None if turn.error is None else turn.error.value,

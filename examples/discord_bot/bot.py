@@ -2,9 +2,10 @@
 
 The bot answers when it is mentioned or spoken to in a DM, and through the ``/ask`` and
 ``/reset`` slash commands. It shows the typing indicator until the first words arrive, then
-streams the reply by editing its message (paced per channel by `EditThrottle`,
-backing off on HTTP 429), continuing in new messages beyond 2,000 characters without breaking
-code blocks. It ignores other bots and never pings anyone (``AllowedMentions.none()``).
+streams the reply by editing its message through botperf's `ReplyStreamer` (paced per
+channel by one `EditPacer` shared by every reply, backing off on HTTP 429), continuing in new
+messages beyond 2,000 characters without breaking code blocks. It ignores other bots and never
+pings anyone (``AllowedMentions.none()``).
 
 discord.py runs on asyncio only, so this module does too; the core it drives uses anyio and
 does not care. `run_bot` starts the core, stops cleanly on SIGINT and SIGTERM and
@@ -17,23 +18,34 @@ import asyncio
 import logging
 import re
 import signal
-from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
-from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from collections.abc import Awaitable, Callable, Collection
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, final
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from botperf import EditPacer
 from examples.chatcore.protocol import ChatCore
+from examples.chatcore.streaming import stream_reply
 
-from .edits import EditThrottle, RateLimited, StreamRenderer
-
-__all__ = ["ChatBot", "ChatCommands", "run_bot", "should_answer", "strip_mention"]
+__all__ = [
+    "DISCORD_LIMIT",
+    "ChatBot",
+    "ChatCommands",
+    "discord_retry_after",
+    "run_bot",
+    "should_answer",
+    "strip_mention",
+]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+DISCORD_LIMIT = 2000
+"""The most characters Discord accepts in one message."""
 
 
 def should_answer(
@@ -51,27 +63,22 @@ def strip_mention(content: str, bot_id: int) -> str:
     return re.sub(rf"<@!?{bot_id}>", " ", content).strip()
 
 
-def _retry_after(error: discord.HTTPException) -> float | None:
-    try:
-        return float(error.response.headers.get("Retry-After", ""))
-    except (AttributeError, TypeError, ValueError):
-        return None
+def discord_retry_after(exc: Exception) -> float | None:
+    """The seconds to wait if ``exc`` is one of discord.py's forms of HTTP 429, else ``None``.
 
-
-async def _rate_limits_raised(call: Awaitable[T]) -> T:
-    """Await a Discord call, turning its HTTP 429 forms into `RateLimited`.
-
-    discord.py retries most 429s itself; what reaches us is a 429 it would not wait for
-    (``discord.RateLimited``, beyond ``max_ratelimit_timeout``) or one it could not parse.
+    discord.py retries most 429s itself; what reaches the bot is a 429 it would not wait for
+    (``discord.RateLimited``, beyond ``max_ratelimit_timeout``, with its ``retry_after``) or
+    one it gave up on (``discord.HTTPException`` with status 429, whose ``Retry-After``
+    header is read; 0.0 when it has none, leaving the pacer's doubled interval to decide).
     """
-    try:
-        return await call
-    except discord.RateLimited as error:
-        raise RateLimited(error.retry_after) from error
-    except discord.HTTPException as error:
-        if error.status == 429:
-            raise RateLimited(_retry_after(error)) from error
-        raise
+    if isinstance(exc, discord.RateLimited):
+        return exc.retry_after
+    if isinstance(exc, discord.HTTPException) and exc.status == 429:
+        try:
+            return max(float(exc.response.headers.get("Retry-After", "")), 0.0)
+        except (AttributeError, TypeError, ValueError):
+            return 0.0
+    return None
 
 
 @final
@@ -82,7 +89,8 @@ class ChatBot(commands.Bot):
 
     Args:
         core: The chat core; closed by `close`.
-        throttle: Paces message edits per channel (default: one per second).
+        pacer: Paces message edits per channel, shared by every reply (default: one edit
+            per second per channel, backing off to one per 30 s after repeated 429s).
         guild_id: Sync the slash commands to this guild only (instant, for testing); by
             default they are synced globally.
         sync_commands: Sync the slash commands with Discord at start-up.
@@ -94,7 +102,7 @@ class ChatBot(commands.Bot):
         self,
         core: ChatCore,
         *,
-        throttle: EditThrottle | None = None,
+        pacer: EditPacer | None = None,
         guild_id: int | None = None,
         sync_commands: bool = True,
         intents: discord.Intents | None = None,
@@ -111,7 +119,7 @@ class ChatBot(commands.Bot):
             max_ratelimit_timeout=30.0,
         )
         self.core = core
-        self.throttle = throttle if throttle is not None else EditThrottle()
+        self.pacer = pacer if pacer is not None else EditPacer(interval=1.0, max_interval=30.0)
         self.guild_id = guild_id
         self.sync_commands = sync_commands
         self._core_closed = False
@@ -172,30 +180,22 @@ class ChatBot(commands.Bot):
         """Stream the core's reply to ``text`` into Discord through ``send`` and ``edit``.
 
         ``typing`` (the channel's typing indicator, if any) is held until the first piece
-        arrives; a stream with no piece sends nothing (the core streams a placeholder for an
-        empty reply, which Discord would refuse). Delivery failures are logged, never
-        raised: one lost reply must not stop the bot.
+        arrives (see `stream_reply`); a stream with no piece sends nothing (the core streams
+        a placeholder for an empty reply). Delivery failures, a 429 asking to wait over a
+        minute included, are logged, never raised: one lost reply must not stop the bot.
         """
-
-        async def send_(content: str) -> T:
-            return await _rate_limits_raised(send(content))
-
-        async def edit_(sent: T, content: str) -> None:
-            await _rate_limits_raised(edit(sent, content))
-
-        renderer = StreamRenderer(channel_id, send=send_, edit=edit_, throttle=self.throttle)
-        chunks: AsyncGenerator[str, None] = self.core.stream(channel_id, author, text)
         try:
-            async with aclosing(chunks):
-                async with typing or nullcontext():
-                    first = await anext(chunks, None)
-                if first is None:
-                    return  # nothing to send: a rate-limited user told to slow down already
-                await renderer.feed(first)
-                async for chunk in chunks:
-                    await renderer.feed(chunk)
-            await renderer.finish()
-        except (discord.HTTPException, RateLimited):
+            await stream_reply(
+                self.core.stream(channel_id, author, text),
+                send,
+                edit,
+                target=channel_id,
+                pacer=self.pacer,
+                max_length=DISCORD_LIMIT,
+                retry_after=discord_retry_after,
+                typing=typing,
+            )
+        except (discord.HTTPException, discord.RateLimited):
             logger.exception("channel %s: could not deliver the reply", channel_id)
 
     async def close(self) -> None:

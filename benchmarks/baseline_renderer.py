@@ -1,4 +1,7 @@
-"""Streaming a reply into Discord by editing messages, paced per channel: no Discord imports.
+"""The baseline of ``replies.py``: the Discord example's renderer before botperf's ReplyStreamer.
+
+Kept as it was in ``examples/discord_bot/edits.py`` (with ``baseline_split.py``, formerly
+``examples/discord_bot/split.py``), so the benchmark compares against the code it replaced.
 
 Discord allows about five message edits per five seconds per channel and answers HTTP 429
 beyond that. A token stream arrives far faster, so `StreamRenderer` shows the text as it
@@ -20,7 +23,7 @@ from typing import Generic, TypeVar, final
 
 import anyio
 
-from examples.chatcore.split import DISCORD_LIMIT, split_message
+from .baseline_split import DISCORD_LIMIT, split_message
 
 __all__ = ["EditThrottle", "RateLimited", "StreamRenderer"]
 

@@ -1,4 +1,5 @@
-"""Split a reply into Discord messages (at most 2,000 characters) without breaking code blocks.
+"""The baseline of ``replies.py`` (formerly ``examples/discord_bot/split.py``): split a reply
+into Discord messages (at most 2,000 characters) without breaking code blocks.
 
 Cuts are made at newlines when possible, then after spaces, then anywhere (never just before
 three backticks, so a cut cannot create a fence that was not there). When a part ends inside a
