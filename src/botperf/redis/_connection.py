@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from .._exceptions import InvalidOptionError
+from .._options import check_seconds_option
 from ._errors import (
     RedisAccessError,
     RedisAsyncioRequiredError,
@@ -23,7 +25,13 @@ from ._errors import (
     RedisUnavailableError,
 )
 
-__all__ = ["Connection", "address_of", "require_asyncio", "translate_errors"]
+__all__ = [
+    "Connection",
+    "address_of",
+    "check_client_options",
+    "require_asyncio",
+    "translate_errors",
+]
 
 # redis-py's classes for a refused password or ACL user. AuthenticationError is a
 # ConnectionError to redis-py, but no retry or local fallback can fix a credential;
@@ -40,6 +48,28 @@ _ACCESS_ERRORS: tuple[type[Exception], ...] = (
 _ACCESS_ANSWER = re.compile(
     r"(?:^|: )(?:NOAUTH|WRONGPASS|NOPERM)\b|The user executing the script can't"
 )
+
+
+def check_client_options(
+    owner: str, redis: object, prefix: object, timeout: object, *, example_prefix: str
+) -> None:
+    """Raise for a client, key prefix or timeout that a Redis class cannot take.
+
+    Raises:
+        InvalidOptionError: Naming ``owner``, the option and what it may be.
+    """
+    if type(prefix) is not str or not prefix:
+        raise InvalidOptionError(
+            owner, "prefix", prefix, f"a non-empty str such as {example_prefix!r}"
+        )
+    check_seconds_option(owner, "timeout", timeout)
+    if not isinstance(redis, (str, Redis)):
+        raise InvalidOptionError(
+            owner,
+            "redis",
+            redis,
+            "a redis.asyncio.Redis client or a URL such as 'redis://host:6379/0'",
+        )
 
 
 def require_asyncio(operation: str) -> None:

@@ -20,7 +20,7 @@ from .._dedup import Deduplicator, call_key
 from .._exceptions import InvalidOptionError
 from .._options import check_seconds_option
 from ._codec import Codec, JsonCodec
-from ._connection import Connection, translate_errors
+from ._connection import Connection, check_client_options, translate_errors
 from ._errors import RedisCommandError, RedisKeyError, RedisRemoteError, RedisUnavailableError
 from ._resource import RedisResource
 
@@ -558,22 +558,13 @@ def _check_options(
     """Raise for an option ``RedisDeduplicator`` cannot take (see its docstring)."""
     if not isinstance(cancel_abandoned, bool):
         raise InvalidOptionError(owner, "cancel_abandoned", cancel_abandoned, "True or False")
-    if type(prefix) is not str or not prefix:
-        raise InvalidOptionError(owner, "prefix", prefix, "a non-empty str such as 'bot:dedup:'")
+    check_client_options(owner, redis, prefix, timeout, example_prefix="bot:dedup:")
     if ttl is not None:
         check_seconds_option(owner, "ttl", ttl)
     check_seconds_option(owner, "lock_ttl", lock_ttl)
-    check_seconds_option(owner, "timeout", timeout)
     if codec is not None and not isinstance(codec, Codec):
         raise InvalidOptionError(
             owner, "codec", codec, "None or an object with encode() and decode() methods"
-        )
-    if not isinstance(redis, (str, Redis)):
-        raise InvalidOptionError(
-            owner,
-            "redis",
-            redis,
-            "a redis.asyncio.Redis client or a URL such as 'redis://host:6379/0'",
         )
 
 

@@ -12,9 +12,6 @@ from typing import Any, Generic, cast, final
 from redis.asyncio import Redis
 from typing_extensions import TypeVar
 
-from .._exceptions import (
-    InvalidOptionError,
-)
 from .._history_base import (
     HistoryStats,
     Message,
@@ -23,8 +20,7 @@ from .._history_base import (
     check_message,
     unhashable_channel,
 )
-from .._options import check_seconds_option
-from ._connection import Connection
+from ._connection import Connection, check_client_options
 from ._errors import RedisCommandError
 from ._resource import RedisResource
 
@@ -162,10 +158,6 @@ class RedisHistoryStore(RedisResource, Generic[ChannelT]):
         system_prompt: str | None = None,
         on_evict: Callable[[ChannelT, tuple[Message, ...]], object] | None = None,
     ) -> None:
-        if type(prefix) is not str or not prefix:
-            raise InvalidOptionError(
-                _OWNER, "prefix", prefix, "a non-empty str such as 'bot:history:'"
-            )
         self._options = StoreOptions.check(
             _OWNER,
             max_channels=max_channels,
@@ -176,14 +168,7 @@ class RedisHistoryStore(RedisResource, Generic[ChannelT]):
             on_evict=on_evict,
         )
         self._on_evict = on_evict
-        check_seconds_option(_OWNER, "timeout", timeout)
-        if not isinstance(redis, (str, Redis)):
-            raise InvalidOptionError(
-                _OWNER,
-                "redis",
-                redis,
-                "a redis.asyncio.Redis client or a URL such as 'redis://host:6379/0'",
-            )
+        check_client_options(_OWNER, redis, prefix, timeout, example_prefix="bot:history:")
         self._connection = Connection(redis, timeout)
         client = self._connection.client
         self._prefix = prefix

@@ -11,10 +11,10 @@ import anyio
 from redis.asyncio import Redis
 from typing_extensions import Self
 
-from .._exceptions import InvalidOptionError, RateLimitedError
+from .._exceptions import RateLimitedError
 from .._options import check_number_option, check_seconds_option
 from .._ratelimit import check_cost, check_timeout, unhashable_key
-from ._connection import Connection
+from ._connection import Connection, check_client_options
 from ._dedup import key_name
 from ._errors import RedisCommandError
 
@@ -101,18 +101,7 @@ class RedisRateLimiter:
             burst = max(rate, 1.0)
         else:
             burst = check_number_option(_OWNER, "burst", burst, minimum=1.0)
-        if type(prefix) is not str or not prefix:
-            raise InvalidOptionError(
-                _OWNER, "prefix", prefix, "a non-empty str such as 'bot:rate:'"
-            )
-        check_seconds_option(_OWNER, "timeout", timeout)
-        if not isinstance(redis, (str, Redis)):
-            raise InvalidOptionError(
-                _OWNER,
-                "redis",
-                redis,
-                "a redis.asyncio.Redis client or a URL such as 'redis://host:6379/0'",
-            )
+        check_client_options(_OWNER, redis, prefix, timeout, example_prefix="bot:rate:")
         self._burst = burst
         self._interval_us = per / rate * 1e6
         self._tau_us = self._interval_us * burst
