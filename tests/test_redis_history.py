@@ -49,6 +49,12 @@ class BlockingStore:
     def clear(self, channel: Any) -> None:
         self._portal.call(self._store.clear, channel)
 
+    def set_summary(self, channel: Any, summary: Any) -> bool:
+        return self._portal.call(self._store.set_summary, channel, summary)
+
+    def get_summary(self, channel: Any) -> str | None:
+        return self._portal.call(self._store.get_summary, channel)
+
     def channels(self) -> list[int | str]:
         return self._portal.call(self._store.channels)
 
@@ -79,6 +85,8 @@ def blocking_client(portal: BlockingPortal, redis_url: str) -> Iterator[Redis]:
 # The same contract as the in-memory store's. DumpLoadContract does not apply: Redis
 # persists the data itself (RDB, AOF), so RedisHistoryStore has no dump() or load().
 class TestRedisStoreContract(HistoryContract):
+    model_examples = 40  # each step is a few round trips
+
     @pytest.fixture
     def make_store(self, portal: BlockingPortal, blocking_client: Redis) -> StoreFactory:
         # A fresh prefix per store: a test that builds two stores expects two empty ones.
