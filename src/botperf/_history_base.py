@@ -310,45 +310,64 @@ class StoreOptions:
         """
         length = len(messages)
         floor = start if start > 0 else 0
+        budget = self.max_tokens
+        overhead = self.message_overhead
         reserved = self.system_tokens
-        if summary_tokens is not None and self.max_tokens is not None:
-            reserved += summary_tokens + self.message_overhead
-        first = self._fit(counts, length, floor, self.max_tokens, self.max_messages, reserved)
+        if summary_tokens is not None and budget is not None:
+            reserved += summary_tokens + overhead
+        # The first pass inlined: as_messages() runs it on every prompt.
+        first = max(floor, length - self.max_messages)
+        if budget is not None and counts is not None:
+            remaining = budget - reserved
+            index = length
+            newest_first = (
+                reversed(counts) if first == 0 else islice(reversed(counts), length - first)
+            )
+            for count in newest_first:
+                remaining -= count + overhead
+                if remaining < 0:
+                    break
+                index -= 1
+            first = index if index < length else length - 1
         if self.trim == "stable" and (start < 0 or first > floor):
-            first = self._fit(counts, length, floor, self.fill_tokens, self.fill_messages, reserved)
+            first = _newest_within(
+                counts, length, floor, self.fill_tokens, self.fill_messages, reserved, overhead
+            )
         last = length - 1
         while first < last and messages[first][0] in ANSWER_ROLES:
             first += 1
         over_budget = (
             first == last
             and counts is not None
-            and self.max_tokens is not None
-            and reserved + counts[last] + self.message_overhead > self.max_tokens
+            and budget is not None
+            and reserved + counts[last] + overhead > budget
         )
         return first, over_budget
 
-    def _fit(
-        self,
-        counts: Sequence[int] | None,
-        length: int,
-        floor: int,
-        tokens: int | None,
-        messages: int,
-        reserved: int,
-    ) -> int:
-        """Index of the oldest message from ``floor`` on within both limits, newest kept."""
-        first = max(floor, length - messages)
-        if tokens is not None and counts is not None:
-            remaining = tokens - reserved
-            overhead = self.message_overhead
-            index = length
-            for count in islice(reversed(counts), length - first):
-                remaining -= count + overhead
-                if remaining < 0:
-                    break
-                index -= 1
-            first = index
-        return min(first, length - 1)
+
+def _newest_within(
+    counts: Sequence[int] | None,
+    length: int,
+    floor: int,
+    tokens: int | None,
+    limit: int,
+    reserved: int,
+    overhead: int,
+) -> int:
+    """Index of the oldest message from ``floor`` on within both limits, the newest kept."""
+    first = max(floor, length - limit)
+    if tokens is not None and counts is not None:
+        remaining = tokens - reserved
+        index = length
+        # Without a floor, the budget alone stops the walk: no islice to build.
+        newest_first = reversed(counts) if first == 0 else islice(reversed(counts), length - first)
+        for count in newest_first:
+            remaining -= count + overhead
+            if remaining < 0:
+                break
+            index -= 1
+        first = index
+    return min(first, length - 1)
 
 
 def _system(text: str) -> dict[str, str]:
