@@ -25,6 +25,7 @@ MODULES: list[str] = [
     "dedup",
     "exporters",
     "history",
+    "history_cache",
     "metrics",
     "profiling",
     "redis_backends",
