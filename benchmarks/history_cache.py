@@ -202,7 +202,7 @@ def run(quick: bool) -> Report:
     report.targets += targets(report, first)
     sliding, chosen = first[SLIDING], first[stable(DEFAULT_FILL)]
     report.notes.append(
-        f"per turn once the budget is full: sliding evaluates "
+        f"per turn on average: sliding evaluates "
         f"{sliding.evaluated / TURNS:,.0f} tokens on average, stable (fill {DEFAULT_FILL}) "
         f"{chosen.evaluated / TURNS:,.0f}, re-evaluating its whole prompt on "
         f"{chosen.trims} of {TURNS} turns"
