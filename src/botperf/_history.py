@@ -306,8 +306,8 @@ class HistoryStore(Generic[ChannelT]):
         )
         if starts is not None and first != start:
             starts[channel] = first
-            trimmed = tuple(islice(history, max(start, 0), first))
-            if trimmed and self._on_trim is not None:
+            if self._on_trim is not None and first > start:
+                trimmed = tuple(islice(history, max(start, 0), first))
                 self._report_trim(self._on_trim, channel, trimmed)
         return prompt
 
