@@ -239,7 +239,7 @@ class HistoryStore(Generic[ChannelT]):
         Raises:
             TypeError: If ``channel`` is unhashable.
         """
-        # _touch() inlined: get() is on the hot path, and a call costs ~50 ns.
+        # _touch() inlined: get() is on the hot path, where a method call shows.
         channels = self._channels
         try:
             history = channels.get(channel)

@@ -39,9 +39,9 @@ ChannelT = TypeVar("ChannelT", bound="int | str", default="int | str")
 # (INCR): a server-side clock gives one exact order whatever the clients' clocks say.
 # KEYS[3] stats: a hash of counters, "messages" kept equal to the messages held.
 # A channel's messages are a list at prefix .. "h:" .. member, oldest first. Scripts
-# return a history as one JSON array: redis-py's pure-Python reply parser costs a few
-# microseconds per element, so 50 messages as one string are read 20x faster than
-# as 50, and decoded with one json.loads.
+# return a history as one JSON array: redis-py's pure-Python reply parser pays per
+# element, so 50 messages as one string are read far faster than as 50, and decoded
+# with one json.loads.
 #
 # A channel's window state and summary are a hash at prefix .. "w:" .. member:
 # "dropped" counts the messages max_messages pushed off the list's head, so that
