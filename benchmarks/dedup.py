@@ -2,6 +2,9 @@
 
 * Per-call overhead with distinct keys (every call a miss, so every call runs ``fn``):
   on asyncio for all four, on trio for the bare await and botperf.
+* The same with an ``fn`` that suspends once (``await anyio.sleep(0)``), as a real call
+  does, against the least a design that hosts ``fn`` in a task of its own can cost: a
+  bare ``create_task(fn())`` awaited.
 * Fan-out: 10 to 100,000 (10,000 with ``--quick``) concurrent callers on one key; wall
   time for all to get the result (each implementation must run ``fn`` exactly once).
 * Memory: a million sequential distinct keys (100,000 with ``--quick``) through one
@@ -14,11 +17,13 @@ import asyncio
 import dataclasses
 import gc
 import itertools
+import sys
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
+import anyio
 import trio
 from async_lru import alru_cache
 
@@ -93,6 +98,52 @@ def overhead_on_asyncio(number: int, repeat: int) -> dict[str, tuple[float, ...]
         }
         samples: dict[str, list[float]] = {name: [] for name in contenders}
         # Interleave the repetitions so a noisy neighbour hurts every contender alike.
+        for _ in range(repeat):
+            for name, operation in contenders.items():
+                samples[name] += await async_ns_per_op(operation, number=number, repeat=1)
+        assert dedup.stats.executions == dedup.stats.calls
+        return {name: tuple(values) for name, values in samples.items()}
+
+    return asyncio.run(main())
+
+
+async def answer_after_suspending() -> object:
+    await anyio.sleep(0)  # noqa: ASYNC115 - the fn as the issue states it, as users write it
+    return RESULT
+
+
+SUSPENDING_BARE = "bare await fn()"
+SUSPENDING_TASK = "bare create_task(fn()) + await"
+SUSPENDING_LRU = "async-lru alru_cache(maxsize=16)"
+SUSPENDING_BOTPERF = "botperf Deduplicator"
+
+
+def suspending_on_asyncio(number: int, repeat: int) -> dict[str, tuple[float, ...]]:
+    """Per-call ns with distinct keys and an ``fn`` that suspends once."""
+
+    async def main() -> dict[str, tuple[float, ...]]:
+        keys = itertools.count()
+        naive = NaiveSingleFlight()
+        dedup = Deduplicator()
+        fn = answer_after_suspending
+
+        @alru_cache(maxsize=16)
+        async def cached(key: int) -> object:
+            return await fn()
+
+        loop = asyncio.get_running_loop()
+
+        async def in_a_task() -> object:
+            return await loop.create_task(fn())
+
+        contenders: dict[str, Callable[[], Awaitable[object]]] = {
+            SUSPENDING_BARE: fn,
+            SUSPENDING_TASK: in_a_task,
+            "naive Future dict": lambda: naive.run(next(keys), fn),
+            SUSPENDING_LRU: lambda: cached(next(keys)),
+            SUSPENDING_BOTPERF: lambda: dedup.run(next(keys), fn),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(repeat):
             for name, operation in contenders.items():
                 samples[name] += await async_ns_per_op(operation, number=number, repeat=1)
@@ -236,6 +287,31 @@ def run(quick: bool) -> Report:
     ]
     report.measurements += overheads
 
+    suspending = suspending_on_asyncio(number, repeat)
+    suspending_group = "per call on asyncio, distinct keys, fn suspends once"
+    report.measurements += [
+        Measurement(
+            group=suspending_group,
+            implementation=name,
+            unit="ns",
+            samples=values,
+            baseline=name == SUSPENDING_TASK,
+        )
+        for name, values in suspending.items()
+    ]
+    suspending_overheads = {
+        m.implementation: m
+        for m in overhead_measurements(
+            "overhead above a bare await on asyncio, distinct keys, fn suspends once",
+            suspending,
+            bare=SUSPENDING_BARE,
+        )
+    }
+    report.measurements += [
+        dataclasses.replace(m, baseline=name == SUSPENDING_LRU)
+        for name, m in suspending_overheads.items()
+    ]
+
     trio_samples = overhead_on_trio(number, repeat)
     report.measurements += overhead_measurements(
         "overhead above a bare await on trio, distinct keys", trio_samples, bare="bare await fn()"
@@ -271,6 +347,21 @@ def run(quick: bool) -> Report:
             description="overhead per call (distinct keys) vs async-lru's",
             measured=by_name["botperf Deduplicator"].median
             / by_name["async-lru alru_cache(maxsize=16)"].median,
+            target=0.5,
+            unit="x",
+        ),
+        Target(
+            description="per call (distinct keys, fn suspends once) vs a bare "
+            f"create_task + await, Python {sys.version_info.major}.{sys.version_info.minor}",
+            measured=report.find(suspending_group, SUSPENDING_BOTPERF).median
+            / report.find(suspending_group, SUSPENDING_TASK).median,
+            target=1.2,
+            unit="x",
+        ),
+        Target(
+            description="overhead per call (distinct keys, fn suspends once) vs async-lru's",
+            measured=suspending_overheads[SUSPENDING_BOTPERF].median
+            / suspending_overheads[SUSPENDING_LRU].median,
             target=0.5,
             unit="x",
         ),

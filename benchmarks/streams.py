@@ -128,6 +128,19 @@ def run(quick: bool) -> Report:
             f"upstream iterations on {backend} for {', '.join(map(str, CONSUMERS))} consumers: "
             f"{SHARED} {counts[SHARED]}; {OWN} {counts[OWN]}"
         )
+    for backend in ("asyncio", "trio"):
+        for consumers, target in ((1, 0.9), (10, 1.5), (100, 1.5)):
+            group = f"fan-out on {backend}: {consumers:,} consumers x {chunks} chunks"
+            report.targets.append(
+                Target(
+                    description=f"{SHARED} / {OWN}, {consumers:,} consumer"
+                    f"{'s' if consumers > 1 else ''} ({backend})",
+                    measured=report.find(group, SHARED).median / report.find(group, OWN).median,
+                    target=target,
+                    unit="x",
+                    higher_is_better=True,
+                )
+            )
     most = max(CONSUMERS)
     report.targets += [
         Target(

@@ -1,6 +1,6 @@
 """Encoding a batch of metric events into the bytes of JSON lines.
 
-Two encoders produce the same lines: ``orjson`` when it is importable (about six times
+Two encoders produce the same lines: ``orjson`` when it is importable (several times
 faster) and the stdlib `json` otherwise. Both write compact JSON objects, one per
 line, ASCII-safe for the stdlib and UTF-8 for orjson; the lines parse to equal values
 (only the spelling of some floats differs, such as ``1e-05`` against ``0.00001``).
@@ -159,8 +159,8 @@ def _encode_orjson(events: Sequence[dict[str, Any]]) -> EncodedBatch:
 def _make_fast_json(fallback: _Fallback) -> Callable[[object], str]:
     """Return a compact stdlib encoder with no circularity check and ``allow_nan=False``.
 
-    Calling the C encoder directly skips the per-call setup of `json.dumps` (about
-    a third of its cost for a small event); a cycle then ends in `RecursionError`,
+    Calling the C encoder directly skips the per-call setup of `json.dumps` (a
+    large part of its cost for a small event); a cycle then ends in `RecursionError`,
     which the careful path catches.
     """
     if c_make_encoder is None:  # pragma: no cover - CPython always has the C accelerator

@@ -252,7 +252,19 @@ class _AsyncioFlight(Flight):
     __slots__ = ("futures", "loop", "task")
 
     def __init__(self, key: object, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(key)
+        # Flight.__init__'s assignments, repeated here: one flight per call that
+        # misses, and a super() call would add to every one of them.
+        self.key = key
+        self.started = False
+        self.done = False
+        self.detached = False
+        self.abandoned = False
+        self.cancelled_before_start = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.traceback: Any = None
+        self.context: BaseException | None = None
+        self.waiters = 0
         self.loop = loop
         # One future per waiter, woken first come, first served (a dict keeps the order
         # and lets a cancelled waiter's future go at once, so a long execution holds

@@ -250,9 +250,10 @@ class BatchMetricsWriter:
         """Record one event with its fields, timestamped now; O(1), never does I/O.
 
         The event waits in memory until its batch is written by the flusher, which also
-        encodes it, so the caller pays only for a timestamp and an append to a deque (a
-        few hundred ns, no lock unless the buffer is full). Safe from any thread and any
-        task, from before the writer is entered until it is closed.
+        encodes it, so the call itself is only a timestamp and an append to a deque (no
+        lock unless the buffer is full). The encoding still costs CPU in this process,
+        in the flusher's thread: the Performance page gives both figures. Safe from any
+        thread and any task, from before the writer is entered until it is closed.
 
         Args:
             event: The event's name, written as ``event``.

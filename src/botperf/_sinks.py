@@ -79,8 +79,8 @@ class JsonLinesFileSink:
             (the default) never rotates.
         backups: How many rotated files to keep, at least 1.
         fsync: Call ``os.fsync`` after every batch, so a batch survives a power loss
-            once written. It costs a disk flush per batch: from about 50 µs on an SSD
-            to tens of milliseconds on a spinning disk or network filesystem.
+            once written. It costs a disk flush per batch, which is slow on a spinning
+            disk or a network filesystem.
         encoder: ``"auto"`` (orjson when importable, else the stdlib ``json``),
             ``"json"`` or ``"orjson"``; both write the same events.
 
