@@ -141,8 +141,10 @@ async def test_concurrent_appends_from_many_clients_keep_every_limit(redis_url: 
     def record(channel: int | str, messages: tuple[Message, ...]) -> None:
         evicted.append((channel, messages))
 
+    # 200 appends at once on 200 new connections: on a busy machine (CI runs the suite on
+    # several Pythons at once) one may wait for longer than the default 5 s timeout.
     stores = [
-        RedisHistoryStore(redis_url, max_channels=5, max_messages=3, on_evict=record)
+        RedisHistoryStore(redis_url, max_channels=5, max_messages=3, on_evict=record, timeout=60)
         for _ in range(4)
     ]
     async with anyio.create_task_group() as tg:
