@@ -23,10 +23,12 @@ settings.load_profile("botperf")
 def pytest_configure(config: pytest.Config) -> None:
     # ollama-python leaves httpx's line iterator to the garbage collector when a stream ends
     # on an {"error": ...} line; trio warns about it (examples/chatcore/llm.py explains).
+    # So does httpx's request body iterator when a timeout stops a request mid-send, which
+    # a busy machine sees.
     config.addinivalue_line(
         "filterwarnings",
-        r"ignore:Async generator 'httpx\._models\.Response\.aiter_\w+' was garbage"
-        ":ResourceWarning",
+        r"ignore:Async generator 'httpx\.(_models\.Response\.aiter_\w+"
+        r"|_content\.ByteStream\.__aiter__)' was garbage:ResourceWarning",
     )
     # discord.py (voice support) imports audioop, deprecated since Python 3.11.
     config.addinivalue_line("filterwarnings", "ignore:'audioop' is deprecated:DeprecationWarning")

@@ -122,11 +122,28 @@ class RedisServer:
             if self.process.poll() is not None:
                 return False  # exited: the port was taken, or a bad option
             try:
-                if self.command("PING") == b"+PONG":
+                # Another run's server may answer on the port ours failed to bind
+                # (test runs on several Pythons at once): only ours counts, and ours
+                # then exits, which the poll above sees.
+                if self.command("PING") == b"+PONG" and self._answers_as_ours():
                     return True
             except OSError:
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)
         return False
+
+    def _answers_as_ours(self) -> bool:
+        """Whether the server on ``self.port`` is the process this object started."""
+        assert self.process is not None
+        with socket.create_connection(("127.0.0.1", self.port), timeout=STOP_TIMEOUT) as sock:
+            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+            reply = b""
+            while chunk := sock.recv(4096):  # one bulk string: "$<length>\r\n<text>\r\n"
+                reply += chunk
+                header, _, text = reply.partition(b"\r\n")
+                if header.startswith(b"$") and len(text) >= int(header[1:]) + 2:
+                    break
+        return f"\r\nprocess_id:{self.process.pid}\r\n".encode() in reply
 
     def _stop_process(self) -> str:
         process, self.process = self.process, None

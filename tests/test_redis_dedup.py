@@ -43,6 +43,19 @@ def channel(key: object) -> str:
     return f"botperf:dedup:done:{json.dumps(key)}"
 
 
+async def leading(client: Redis, key: object) -> None:
+    """Wait until a flight holds the lock for ``key``: it leads, and the next call follows.
+
+    ``anyio.wait_all_tasks_blocked()`` is not enough: the first call is blocked as soon as it
+    waits for Redis, before it has the lock, and a call started then may take the lock
+    first when the event loop sees both replies at once (a busy machine).
+    """
+    with anyio.fail_after(10):
+        # Polling: the state is in Redis, there is no event to wait on.
+        while not await client.exists(f"botperf:dedup:lock:{json.dumps(key)}"):  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+
+
 async def followers(client: Redis, key: object, count: int) -> None:
     """Wait until ``count`` flights follow the execution for ``key`` (subscribed)."""
     with anyio.fail_after(10):
@@ -97,7 +110,7 @@ async def test_a_second_process_shares_the_execution(client: Redis, redis_url: s
 
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(call, "here", here)
-            await anyio.wait_all_tasks_blocked()
+            await leading(client, KEY)
             task_group.start_soon(call, "there", there)
             await followers(client, KEY, 1)
             ask.release.set()
@@ -126,7 +139,7 @@ async def test_an_error_reaches_local_callers_as_itself_and_others_as_remote_err
 
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(call, "here", here)
-        await anyio.wait_all_tasks_blocked()
+        await leading(client, KEY)
         task_group.start_soon(call, "there", there)
     assert caught["here"] is error
     remote = caught["there"]
@@ -248,7 +261,7 @@ async def test_abandoned_leader_frees_its_lock_for_a_follower_at_once(client: Re
     with anyio.fail_after(10):
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(leader.run, KEY, hang)
-            await anyio.wait_all_tasks_blocked()
+            await leading(client, KEY)
             with anyio.CancelScope() as follower_scope:
                 task_group.start_soon(follower.run, KEY, quick)
                 await followers(client, KEY, 1)
@@ -274,7 +287,7 @@ async def test_lock_is_renewed_while_a_long_call_runs(client: Redis) -> None:
 
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(here.run, KEY, slow)
-        await anyio.wait_all_tasks_blocked()
+        await leading(client, KEY)
         assert await there.run(KEY, slow) == "done"
     assert executions == ["slow"]
 
@@ -416,7 +429,7 @@ async def test_a_result_the_codec_cannot_encode_reaches_others_as_remote_error(
 
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(call, "here", here)
-        await anyio.wait_all_tasks_blocked()
+        await leading(client, KEY)
         task_group.start_soon(call, "there", there)
     assert outcomes["here"] is result
     remote = outcomes["there"]

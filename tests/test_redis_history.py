@@ -254,7 +254,13 @@ async def test_silent_redis_raises_unavailable_after_the_timeout(method: str) ->
                 "get": partial(store.get, 1),
                 "stats": store.stats,
             }[method]
-            with pytest.raises(RedisUnavailableError, match=r"no answer within 0\.2 s"):
+            # The store's deadline and the client's socket timeout (both 0.2 s) race: on
+            # Python 3.10, redis-py's async_timeout turns the store's cancellation into its
+            # own TimeoutError when both expire in one loop iteration (a busy machine).
+            with pytest.raises(
+                RedisUnavailableError,
+                match=rf"no answer within 0\.2 s|Timeout reading from 127\.0\.0\.1:{port}",
+            ):
                 await call()
 
 
