@@ -136,6 +136,8 @@ class RedisServer:
         """Whether the server on ``self.port`` is the process this object started."""
         assert self.process is not None
         with socket.create_connection(("127.0.0.1", self.port), timeout=STOP_TIMEOUT) as sock:
+            if self.password and _request(sock, ("AUTH", self.password)) != b"+OK":
+                return False  # another run's server, with another password or none
             sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
             reply = b""
             while chunk := sock.recv(4096):  # one bulk string: "$<length>\r\n<text>\r\n"
