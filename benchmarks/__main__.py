@@ -26,6 +26,7 @@ MODULES: list[str] = [
     "dedup",
     "exporters",
     "history",
+    "history_cache",
     "metrics",
     "profiling",
     "redis_backends",

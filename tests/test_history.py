@@ -513,3 +513,84 @@ def test_concurrent_dumps_to_one_path_all_succeed(tmp_path: Path) -> None:
     assert errors == []
     assert [p.name for p in tmp_path.iterdir()] == ["h.json"]
     assert HistoryStore.load(path).channels()[0] in range(4)
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_summary_is_counted_once_when_set() -> None:
+    counted: list[str] = []
+
+    def count(text: str) -> int:
+        counted.append(text)
+        return 1
+
+    store: HistoryStore[int] = HistoryStore(max_tokens=10, count_tokens=count)
+    store.append(1, "user", "a")
+    store.set_summary(1, "so far")
+    store.as_messages(1)
+    store.as_messages(1)
+    assert counted == ["a", "so far"]
+
+
+def test_bad_summary_count_is_refused_and_the_old_summary_kept() -> None:
+    counts = iter([1, 1, -1])
+    store: HistoryStore[int] = HistoryStore(max_tokens=10, count_tokens=lambda t: next(counts))
+    store.append(1, "user", "a")
+    store.set_summary(1, "old")
+    with pytest.raises(ValueError, match=r"count_tokens\(summary\) must be"):
+        store.set_summary(1, "new")
+    assert store.get_summary(1) == "old"
+
+
+def test_dump_writes_summary_and_window_state_beside_the_messages(tmp_path: Path) -> None:
+    store: HistoryStore[int] = HistoryStore(max_tokens=2, count_tokens=words, trim="stable")
+    for content in ("a b", "c d"):
+        store.append(1, "user", content)
+    store.as_messages(1)
+    store.set_summary(1, "earlier")
+    store.append(2, "user", "e")
+    store.dump(tmp_path / "h.json")
+    document = json.loads((tmp_path / "h.json").read_text(encoding="utf-8"))
+    assert document["version"] == 1
+    assert document["channels"] == [
+        {
+            "channel": 1,
+            "messages": [["user", "a b", None], ["user", "c d", None]],
+            "summary": "earlier",
+            "trimmed": 1,
+        },
+        {"channel": 2, "messages": [["user", "e", None]]},
+    ]
+
+
+def test_a_dump_without_window_state_loads_as_nothing_trimmed(tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(
+        '{"format": "botperf.history", "version": 1, "channels": [{"channel": 1, '
+        '"messages": [["user", "a b", null], ["user", "c d", null]]}]}',
+        encoding="utf-8",
+    )
+    trimmed: list[tuple[int, tuple[Message, ...]]] = []
+    store: HistoryStore[int] = HistoryStore.load(
+        path,
+        max_tokens=2,
+        count_tokens=words,
+        trim="stable",
+        on_trim=lambda channel, messages: trimmed.append((channel, messages)),
+    )
+    assert store.get_summary(1) is None
+    assert store.as_messages(1) == [{"role": "user", "content": "c d"}]
+    assert trimmed == [(1, (Message("user", "a b"),))]
+
+
+def test_load_into_a_sliding_store_of_a_stable_window_that_lost_messages(tmp_path: Path) -> None:
+    stable: HistoryStore[int] = HistoryStore(trim="stable", max_messages=2)
+    for content in "abc":
+        stable.append(1, "user", content)
+    stable.dump(tmp_path / "h.json")
+    sliding: HistoryStore[int] = HistoryStore.load(
+        tmp_path / "h.json", max_messages=2, on_trim=lambda channel, messages: None
+    )
+    assert [m["content"] for m in sliding.as_messages(1)] == ["b", "c"]

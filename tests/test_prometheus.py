@@ -280,6 +280,7 @@ def test_every_metric_name_is_the_documented_one(
         ("mybot_history_over_budget", "counter"),
         ("mybot_history_channels", "gauge"),
         ("mybot_history_messages", "gauge"),
+        ("mybot_history_trim_errors", "counter"),
         ("mybot_writer_recorded", "counter"),
         ("mybot_writer_written", "counter"),
         ("mybot_writer_batches", "counter"),

@@ -49,6 +49,12 @@ class BlockingStore:
     def clear(self, channel: Any) -> None:
         self._portal.call(self._store.clear, channel)
 
+    def set_summary(self, channel: Any, summary: Any) -> bool:
+        return self._portal.call(self._store.set_summary, channel, summary)
+
+    def get_summary(self, channel: Any) -> str | None:
+        return self._portal.call(self._store.get_summary, channel)
+
     def channels(self) -> list[int | str]:
         return self._portal.call(self._store.channels)
 
@@ -79,6 +85,8 @@ def blocking_client(portal: BlockingPortal, redis_url: str) -> Iterator[Redis]:
 # The same contract as the in-memory store's. DumpLoadContract does not apply: Redis
 # persists the data itself (RDB, AOF), so RedisHistoryStore has no dump() or load().
 class TestRedisStoreContract(HistoryContract):
+    model_examples = 40  # each step is a few round trips
+
     @pytest.fixture
     def make_store(self, portal: BlockingPortal, blocking_client: Redis) -> StoreFactory:
         # A fresh prefix per store: a test that builds two stores expects two empty ones.
@@ -343,3 +351,162 @@ def test_repr_shows_address_prefix_and_limits() -> None:
 def test_unix_socket_address_is_shown_as_such() -> None:
     store: RedisHistoryStore[int] = RedisHistoryStore("unix:///run/redis.sock")
     assert repr(store).startswith("RedisHistoryStore(unix:/run/redis.sock, ")
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+class TrimLog:
+    """An on_trim callback recording every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int | str, tuple[Message, ...]]] = []
+
+    def __call__(self, channel: int | str, messages: tuple[Message, ...]) -> None:
+        self.calls.append((channel, messages))
+
+    def contents(self) -> list[str]:
+        return [message.content for _, batch in self.calls for message in batch]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("trim", ["sliding", "stable"])
+async def test_concurrent_prompts_hand_each_message_to_on_trim_once(
+    redis_url: str, trim: str
+) -> None:
+    log = TrimLog()
+    options: dict[str, Any] = {
+        "timeout": 60,
+        "trim": trim,
+        "max_tokens": 12,
+        "max_messages": 500,
+        "count_tokens": words,
+        "on_trim": log,
+    }
+    stores = [RedisHistoryStore(redis_url, prefix=f"once:{trim}:", **options) for _ in range(4)]
+
+    async def talk(number: int, store: RedisHistoryStore[int]) -> None:
+        for index in range(25):
+            await store.append(1, "user", f"s{number}-{index} x")
+            await store.as_messages(1)
+
+    async with anyio.create_task_group() as tg:
+        for number, store in enumerate(stores):
+            tg.start_soon(talk, number, store)
+    window = [m["content"] for m in await stores[0].as_messages(1)]
+    history = [m.content for m in await stores[0].get(1)]
+    trimmed = log.contents()
+    assert len(set(trimmed)) == len(trimmed)  # none twice
+    # Each batch is a run of the history, and together they are all before the window.
+    position = {content: index for index, content in enumerate(history)}
+    for _, batch in log.calls:
+        places = [position[m.content] for m in batch]
+        assert places == list(range(places[0], places[0] + len(places)))
+    assert sorted(trimmed, key=position.__getitem__) + window == history
+    assert (await stores[0].stats()).trim_errors == 0
+    for store in stores:
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_window_moved_meanwhile_by_another_process_is_read_again(client: Redis) -> None:
+    first_log, second_log = TrimLog(), TrimLog()
+    options: dict[str, Any] = {"prefix": "cas:", "max_tokens": 2, "count_tokens": words}
+    first = RedisHistoryStore(client, on_trim=first_log, **options)
+    second = RedisHistoryStore(client, on_trim=second_log, **options)
+    await first.append(1, "user", "a b")
+    await first.append(1, "user", "c d")
+    real_trim = first._trim
+    moves = 0
+
+    async def second_moves_first(**kwargs: Any) -> Any:
+        # Between the first store's read and its move, the second store moves the window.
+        nonlocal moves
+        moves += 1
+        if moves == 1:
+            await second.as_messages(1)
+        return await real_trim(**kwargs)
+
+    first._trim = second_moves_first  # type: ignore[assignment]
+    assert await first.as_messages(1) == [{"role": "user", "content": "c d"}]
+    assert second_log.contents() == ["a b"]
+    assert first_log.calls == []
+    assert moves == 1  # read again, the window had nothing more to move
+    assert (await first.stats()).hits == 2  # one per call, the second read not counted
+
+
+@pytest.mark.anyio
+async def test_on_trim_may_be_a_coroutine_function(client: Redis) -> None:
+    trimmed: list[tuple[int | str, tuple[Message, ...]]] = []
+
+    async def summarize(channel: int | str, messages: tuple[Message, ...]) -> None:
+        await anyio.lowlevel.checkpoint()
+        trimmed.append((channel, messages))
+
+    store = RedisHistoryStore(client, max_messages=1, on_trim=summarize)
+    await store.append("c", "user", "a")
+    await store.append("c", "user", "b")  # "a" drops off the window
+    assert trimmed == [("c", (Message("user", "a"),))]
+
+
+@pytest.mark.anyio
+async def test_failing_coroutine_on_trim_is_logged_and_counted(
+    client: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def explode(channel: int | str, messages: tuple[Message, ...]) -> None:
+        raise RuntimeError("boom")
+
+    store = RedisHistoryStore(client, max_tokens=1, count_tokens=words, on_trim=explode)
+    await store.append(1, "user", "a")
+    await store.append(1, "user", "b")
+    with caplog.at_level(logging.ERROR, logger="botperf.redis._history"):
+        assert await store.as_messages(1) == [{"role": "user", "content": "b"}]
+    [record] = caplog.records
+    assert "on_trim" in record.getMessage()
+    assert (await store.stats()).trim_errors == 1
+
+
+@pytest.mark.anyio
+async def test_summary_set_without_a_budget_is_counted_when_read(client: Redis) -> None:
+    plain = RedisHistoryStore(client)
+    await plain.append(1, "user", "one")
+    await plain.append(1, "user", "two")
+    assert await plain.set_summary(1, "a b")
+    budgeted = RedisHistoryStore(client, max_tokens=3, count_tokens=words)
+    assert await budgeted.as_messages(1) == [
+        {"role": "system", "content": "a b"},
+        {"role": "user", "content": "two"},
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("field", "stored", "message"),
+    [
+        ("summary", "not json", "a summary was not written by botperf"),
+        ("summary", "[1, 2]", "a summary was not written by botperf"),
+        ("start", "soon", "a window state field .* was not written by botperf"),
+    ],
+)
+async def test_foreign_window_state_raises_command_error(
+    client: Redis, field: str, stored: str, message: str
+) -> None:
+    store = RedisHistoryStore(client, trim="stable")
+    await store.append(1, "user", "hi")
+    await client.hset("botperf:history:w:1", field, stored)
+    with pytest.raises(RedisCommandError, match=message):
+        await store.as_messages(1)
+
+
+@pytest.mark.anyio
+async def test_clear_and_eviction_delete_the_window_keys(client: Redis) -> None:
+    store = RedisHistoryStore(client, max_channels=1, trim="stable", max_tokens=5)
+    await store.append(1, "user", "hi")
+    await store.set_summary(1, "earlier")
+    await store.as_messages(1)
+    assert await client.exists("botperf:history:w:1")
+    await store.append(2, "user", "hi")  # evicts 1
+    await store.set_summary(2, "earlier")
+    await store.clear(2)
+    assert await client.keys("botperf:history:w:*") == []

@@ -98,6 +98,7 @@ EXPORTED: dict[str, Exported] = {
             _counter("over_budget", "{prompt}", "Prompts returned over max_tokens."),
             _gauge("channels", "{channel}", "Channels held now."),
             _gauge("messages", "{message}", "Messages held now, over all channels."),
+            _counter("trim_errors", "{call}", "Calls of the on_trim callback that raised."),
         ),
     ),
     "WriterStats": Exported(

@@ -2,8 +2,12 @@
 
 A JSON document, ``{"format": "botperf.history", "version": 1, "channels": [...]}``,
 each channel ``{"channel": key, "messages": [[role, content, author], ...]}``, least
-recently used first. It is written to a locked temporary file beside the target and
-renamed over it, so readers and crashes see the old file or the new one.
+recently used first, with optional keys: ``"summary"`` (its text), ``"trimmed"`` (how many
+of the first messages have left the window) and ``"overflow": true`` (messages of a
+``"stable"`` window dropped off ``max_messages`` since the last prompt). Files without
+them, as older botperf wrote, read as no summary and nothing trimmed. It is written to a
+locked temporary file beside the target and renamed over it, so readers and crashes see
+the old file or the new one.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterable
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NamedTuple, NoReturn, TypeAlias
 
 from ._exceptions import BotperfFileNotFoundError, FileFormatError
 from ._history_base import argument_type_error
@@ -23,7 +27,7 @@ from ._history_base import argument_type_error
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["read_history", "write_history"]
+__all__ = ["ChannelRecord", "read_history", "write_history"]
 
 _FORMAT = "botperf.history"
 _FORMAT_VERSION = 1
@@ -32,10 +36,21 @@ _FORMAT_VERSION = 1
 Fields: TypeAlias = tuple[str, str, str | None]
 
 
-def write_history(
-    path: str | os.PathLike[str], channels: Iterable[tuple[object, Iterable[Fields]]]
-) -> None:
-    """Write ``channels`` (key, messages) to ``path`` atomically, as `dump()` documents.
+class ChannelRecord(NamedTuple):
+    """One channel of a dump: its key, messages, summary and window state.
+
+    ``start`` is the store's window state: how many of the first messages have left the
+    window, or -1 when messages of a ``"stable"`` window dropped off since its last prompt.
+    """
+
+    channel: object
+    messages: Iterable[Fields]
+    summary: str | None
+    start: int
+
+
+def write_history(path: str | os.PathLike[str], channels: Iterable[ChannelRecord]) -> None:
+    """Write ``channels`` to ``path`` atomically, as `dump()` documents.
 
     Raises:
         TypeError: If a key is not a str or an int; nothing is written.
@@ -44,8 +59,10 @@ def write_history(
     _write_atomically(os.fspath(path), _encode_document(channels))
 
 
-def read_history(path: str | os.PathLike[str]) -> list[tuple[int | str, list[Fields]]]:
-    """Read the channels (key, messages) of the dump at ``path``, as `load()` documents.
+def read_history(path: str | os.PathLike[str]) -> list[ChannelRecord]:
+    """Read the channels of the dump at ``path``, as `load()` documents.
+
+    Each record's ``channel`` is an int or a str, its ``messages`` a list.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist or is not a regular file.
@@ -100,14 +117,25 @@ def _decode_channel(path: str, where: str, channel: object) -> int | str:
     _refuse(path, f'{where}["channel"] is not a str or an int')
 
 
-def _encode_document(channels: Iterable[tuple[object, Iterable[Fields]]]) -> str:
+def _encode_record(record: ChannelRecord) -> dict[str, object]:
+    item: dict[str, object] = {
+        "channel": _encode_channel(record.channel),
+        "messages": list(record.messages),
+    }
+    if record.summary is not None:
+        item["summary"] = record.summary
+    if record.start > 0:
+        item["trimmed"] = record.start
+    elif record.start < 0:
+        item["overflow"] = True
+    return item
+
+
+def _encode_document(channels: Iterable[ChannelRecord]) -> str:
     document = {
         "format": _FORMAT,
         "version": _FORMAT_VERSION,
-        "channels": [
-            {"channel": _encode_channel(channel), "messages": list(history)}
-            for channel, history in channels
-        ],
+        "channels": [_encode_record(record) for record in channels],
     }
     return json.dumps(document, separators=(",", ":"))
 
@@ -258,7 +286,7 @@ def _regular_file_mode(path: str) -> int | None:
     return stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
 
 
-def _parse_document(path: str, document: Any) -> list[tuple[int | str, list[Fields]]]:
+def _parse_document(path: str, document: Any) -> list[ChannelRecord]:
     """Check a loaded dump's structure; return its channels, before any is appended."""
     if not isinstance(document, dict) or document.get("format") != _FORMAT:
         _refuse(path, f'not a HistoryStore dump (no "format": {_FORMAT!r})')
@@ -293,5 +321,34 @@ def _parse_document(path: str, document: Any) -> list[tuple[int | str, list[Fiel
                     "of a non-empty str, a str and a str or null",
                 )
             messages.append((message[0], message[1], message[2]))
-        parsed.append((channel, messages))
+        parsed.append(
+            ChannelRecord(
+                channel,
+                messages,
+                _parse_summary(path, where, item),
+                _parse_start(path, where, item, len(messages)),
+            )
+        )
     return parsed
+
+
+def _parse_summary(path: str, where: str, item: dict[str, Any]) -> str | None:
+    summary = item.get("summary")
+    if summary is not None and not isinstance(summary, str):
+        _refuse(path, f'{where}["summary"] is not a str')
+    return summary
+
+
+def _parse_start(path: str, where: str, item: dict[str, Any], length: int) -> int:
+    """Return a channel's window state: messages trimmed, or -1 for an overflowed window."""
+    trimmed = item.get("trimmed", 0)
+    if type(trimmed) is not int or not 0 <= trimmed < max(length, 1):
+        _refuse(
+            path,
+            f'{where}["trimmed"] is not an int from 0 to one less than its messages '
+            "(the window keeps at least the newest)",
+        )
+    overflow = item.get("overflow", False)
+    if type(overflow) is not bool or (overflow and trimmed):
+        _refuse(path, f'{where}["overflow"] is not a bool, or is true beside "trimmed"')
+    return -1 if overflow else trimmed

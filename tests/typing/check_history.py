@@ -45,3 +45,17 @@ assert_type(HistoryStore.load("history.json"), HistoryStore[Hashable])
 assert_type(approximate_tokens("text"), int)
 
 store.append("general", "user", "hi")  # type: ignore[arg-type]
+
+cached: HistoryStore[int] = HistoryStore(
+    max_tokens=2000,
+    system_prompt="Be brief.",
+    trim="stable",
+    stable_fill=0.5,
+    message_overhead=4,
+    on_trim=archive,
+)
+assert_type(cached.set_summary(1, "Earlier: greetings."), bool)
+assert_type(cached.set_summary(1, None), bool)
+assert_type(cached.get_summary(1), str | None)
+assert_type(cached.stats.trim_errors, int)
+HistoryStore(trim="fixed")  # type: ignore[arg-type]

@@ -48,9 +48,13 @@ async def main() -> None:
     assert_type(await store.stats(), HistoryStats)
     assert_type(await store.aclose(), None)
 
-    async with RedisHistoryStore[str](Redis(), on_evict=archive_later) as named:
+    async with RedisHistoryStore[str](
+        Redis(), on_evict=archive_later, trim="stable", stable_fill=0.6, on_trim=archive_later
+    ) as named:
         assert_type(named, RedisHistoryStore[str])
         assert_type(await named.channels(), list[str])
+        assert_type(await named.set_summary("general", "Earlier: hello."), bool)
+        assert_type(await named.get_summary("general"), str | None)
 
     untyped = RedisHistoryStore(Redis())
     assert_type(untyped, RedisHistoryStore[int | str])
