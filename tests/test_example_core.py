@@ -59,12 +59,14 @@ async def running_core(
     seconds: float = 30.0,
     model: str = "llama3.2",
     max_reply_chunks: int = 10_000,
+    **options: Any,
 ) -> AsyncIterator[BotCore]:
     async with BotCore(
         OllamaChat(host=server.url, model=model, timeout=seconds),
         metrics_path=metrics_path,
         max_messages=4,
         max_reply_chunks=max_reply_chunks,
+        **options,
     ) as core:
         yield core
 
@@ -158,14 +160,34 @@ async def test_the_next_turn_sends_the_previous_answer(
     ]
 
 
-async def test_history_keeps_the_newest_messages(
+async def test_sliding_history_keeps_the_newest_messages(
     fake_ollama: FakeOllama, metrics_path: Path
 ) -> None:
-    async with running_core(fake_ollama, metrics_path) as core:
+    async with running_core(fake_ollama, metrics_path, trim="sliding", summaries=False) as core:
         for text in ("one", "two", "three", "four"):  # max_messages=4: two exchanges
             await core.handle(1, "ann", text)
     sent = fake_ollama.conversations()[-1]
     assert [m["content"] for m in sent if m["role"] == "user"] == ["two", "three", "four"]
+
+
+async def test_stable_history_trims_to_half_and_grows_again(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    async with running_core(fake_ollama, metrics_path, summaries=False) as core:
+        for text in ("one", "two", "three", "four", "five"):  # max_messages=4
+            await core.handle(1, "ann", text)
+    users = [
+        [m["content"] for m in sent if m["role"] == "user"] for sent in fake_ollama.conversations()
+    ]
+    # Appending "three" drops "one": the next prompt trims the window to half of
+    # max_messages (one exchange), then it grows again, each prompt extending the last.
+    assert users == [
+        ["one"],
+        ["one", "two"],
+        ["one", "two", "three"],
+        ["three", "four"],
+        ["three", "four", "five"],
+    ]
 
 
 async def test_reset_forgets_the_channel_only(fake_ollama: FakeOllama, metrics_path: Path) -> None:

@@ -9,7 +9,13 @@ import httpx
 import ollama
 import pytest
 
-from examples.chatcore.fake_ollama import FakeOllama, Fault, canned_reply, tokenize
+from examples.chatcore.fake_ollama import (
+    FakeOllama,
+    Fault,
+    canned_reply,
+    prompt_tokens,
+    tokenize,
+)
 
 USER = [{"role": "user", "content": "What is an LRU cache?"}]
 STATS = {
@@ -53,6 +59,101 @@ def test_nanosecond_durations_add_up(fake_ollama: FakeOllama) -> None:
     data = httpx.post(f"{fake_ollama.url}/api/chat", json=body).json()
     parts = data["load_duration"] + data["prompt_eval_duration"] + data["eval_duration"]
     assert parts <= data["total_duration"]
+
+
+SYSTEM = {"role": "system", "content": "Be brief."}
+
+
+def chat(server: FakeOllama, messages: list[dict[str, str]]) -> int:
+    """Send a non-streaming chat; return its prompt_eval_count."""
+    body = {"model": "llama3.2", "messages": messages, "stream": False}
+    data = httpx.post(f"{server.url}/api/chat", json=body).json()
+    assert isinstance(data["prompt_eval_count"], int)
+    return data["prompt_eval_count"]
+
+
+def test_prompt_tokens_render_each_message_and_the_reply_start() -> None:
+    tokens = prompt_tokens([SYSTEM, {"role": "user", "content": "Hi there"}])
+    assert tokens == [
+        "<|im_start|>", "system", "\n", "Be ", "brief.", "<|im_end|>",
+        "<|im_start|>", "user", "\n", "Hi ", "there", "<|im_end|>",
+        "<|im_start|>", "assistant", "\n",
+    ]  # fmt: skip
+
+
+def test_a_new_prompt_is_evaluated_whole(fake_ollama: FakeOllama) -> None:
+    messages = [SYSTEM, *USER]
+    assert chat(fake_ollama, messages) == len(prompt_tokens(messages))
+    assert fake_ollama.prompt_evals() == [len(prompt_tokens(messages))]
+
+
+def test_a_prompt_extending_the_last_one_evaluates_only_the_new_tokens(
+    fake_ollama: FakeOllama,
+) -> None:
+    first = [SYSTEM, *USER]
+    chat(fake_ollama, first)
+    reply = {"role": "assistant", "content": canned_reply(USER[0]["content"])}
+    second = [*first, reply, {"role": "user", "content": "And a TTL cache?"}]
+    # The cached reply is the prefix too: only the new question and the reply's start.
+    new = prompt_tokens([{"role": "user", "content": "And a TTL cache?"}])
+    assert chat(fake_ollama, second) == len(new)
+
+
+def test_a_prompt_changed_after_the_system_prompt_is_evaluated_from_there(
+    fake_ollama: FakeOllama,
+) -> None:
+    question = {"role": "user", "content": "one two three"}
+    chat(fake_ollama, [SYSTEM, question])
+    summary = {"role": "system", "content": "Earlier: greetings."}
+    changed = [SYSTEM, summary, question]
+    # Cached: the system message (6 tokens) and the next message's <|im_start|>.
+    assert chat(fake_ollama, changed) == len(prompt_tokens(changed)) - 7 == 15
+
+
+def test_the_same_prompt_again_evaluates_one_token(fake_ollama: FakeOllama) -> None:
+    messages = [SYSTEM, *USER]
+    chat(fake_ollama, messages)
+    # The cache holds the prompt and the reply: the prompt is all cached, but the model
+    # evaluates its last token to start the reply.
+    assert chat(fake_ollama, messages) == 1
+
+
+def test_each_slot_keeps_its_own_conversation() -> None:
+    first = [SYSTEM, {"role": "user", "content": "alpha"}]
+    second = [{"role": "system", "content": "Other."}, {"role": "user", "content": "beta"}]
+    with FakeOllama(time_to_first_token=0, token_delay=0, cache_slots=2) as server:
+        chat(server, first)
+        chat(server, second)
+        assert chat(server, first) == 1
+        assert chat(server, second) == 1
+    with FakeOllama(time_to_first_token=0, token_delay=0, cache_slots=1) as server:
+        chat(server, first)
+        chat(server, second)  # takes the only slot: "<|im_start|> system \n" is shared
+        assert chat(server, first) == len(prompt_tokens(first)) - 3 == 11
+
+
+def test_a_diverging_prompt_keeps_the_slot_it_shared_a_prefix_with() -> None:
+    long = [SYSTEM, {"role": "user", "content": "a long conversation"}]
+    other = [SYSTEM, {"role": "user", "content": "something else"}]
+    with FakeOllama(time_to_first_token=0, token_delay=0, cache_slots=2) as server:
+        chat(server, long)
+        # Shared: the system message and "<|im_start|> user \n" (9 tokens).
+        assert chat(server, other) == len(prompt_tokens(other)) - 9 == 6
+        assert chat(server, long) == 1  # its slot was copied from, not overwritten
+
+
+def test_clear_cache_forgets_every_prompt(fake_ollama: FakeOllama) -> None:
+    messages = [SYSTEM, *USER]
+    chat(fake_ollama, messages)
+    fake_ollama.clear_cache()
+    assert chat(fake_ollama, messages) == len(prompt_tokens(messages))
+    fake_ollama.reset_counts()
+    assert fake_ollama.prompt_evals() == []
+
+
+def test_rejects_no_cache_slot() -> None:
+    with pytest.raises(ValueError, match="cache_slots must be >= 1, got 0"):
+        FakeOllama(cache_slots=0)
 
 
 def test_tags_and_version(fake_ollama: FakeOllama) -> None:

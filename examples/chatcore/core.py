@@ -3,7 +3,9 @@
 Every botperf primitive has one job here:
 
 - a ``HistoryStore`` keeps each channel's last messages (LRU across channels, a token budget
-  for the prompt) and turns them into Ollama's ``messages`` list;
+  for the prompt) and turns them into Ollama's ``messages`` list; it trims "stable" (the
+  prompt grows by appending, so Ollama's prompt cache is reused) and hands the messages it
+  trims to a background summary, pinned to the prompt with ``set_summary``;
 - a ``Deduplicator`` streams the Ollama reply once for all the messages that would send the
   same prompt at the same time (same model, same question up to case and spacing, same
   conversation so far): its shared stream hands every chunk to every one of them, a message
@@ -32,8 +34,10 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Literal, final
 
+import anyio
+import anyio.abc
 from cachetools import LRUCache
 from typing_extensions import Self
 
@@ -43,6 +47,7 @@ from botperf import (
     FairLimiter,
     HistoryStore,
     LatencyRecorder,
+    Message,
     RateLimitedError,
     RateLimiter,
     StreamTooLongError,
@@ -57,9 +62,13 @@ __all__ = [
     "DEFAULT_LLM_SLOTS",
     "DEFAULT_SYSTEM_PROMPT",
     "EMPTY_REPLY",
+    "SUMMARY_AUTHOR",
+    "SUMMARY_PREFIX",
+    "SUMMARY_PROMPT",
     "BotCore",
     "normalize",
     "slow_down_notice",
+    "summary_request",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,6 +84,19 @@ DEFAULT_LLM_SLOTS = 2
 EMPTY_REPLY = "(The model returned an empty reply.)"
 """Streamed in place of a reply with no visible text, which chat platforms refuse to post."""
 
+SUMMARY_PROMPT = (
+    "You keep the memory of a chat. Summarize the conversation you are given for the "
+    "assistant who continues it: what the users asked, what was answered or decided, and "
+    "what is still open. Plain sentences, no preamble."
+)
+"""The system prompt of a summary request (see `summary_request`)."""
+
+SUMMARY_PREFIX = "Earlier in this conversation: "
+"""How a pinned summary starts, so the model reads it as memory, not as an instruction."""
+
+SUMMARY_AUTHOR = "(summaries)"
+"""The `FairLimiter` key of summary calls: all of them together get one author's share."""
+
 _TOLD_USERS = 10_000  # users remembered as told to slow down; a forgotten one is told again
 
 
@@ -86,6 +108,24 @@ def normalize(text: str) -> str:
 def slow_down_notice(retry_after: float) -> str:
     """The one reply a rate-limited author gets: when to try again, in whole seconds (>= 1)."""
     return f"Slow down, try again in {max(math.ceil(retry_after), 1)} s."
+
+
+def summary_request(
+    previous: str | None, messages: Sequence[Message], *, words: int
+) -> list[dict[str, str]]:
+    """The ``messages`` of the chat request that summarizes trimmed ``messages``.
+
+    The previous summary (if any) and the messages, as a transcript, come first; the
+    instruction comes last, as the question the model answers.
+    """
+    lines = [f"{message.role}: {message.content}" for message in messages]
+    if previous is not None:
+        lines.insert(0, f"Summary so far: {previous.removeprefix(SUMMARY_PREFIX)}\n")
+    return [
+        {"role": "system", "content": SUMMARY_PROMPT},
+        {"role": "user", "content": "\n".join(lines)},
+        {"role": "user", "content": f"Summarize the conversation above in at most {words} words."},
+    ]
 
 
 def _context_digest(messages: Sequence[dict[str, str]]) -> str:
@@ -124,13 +164,25 @@ class _Turn:
 
 
 @final
+class _Backlog:
+    """A channel's trimmed messages waiting for their summary, and whether a task works on it."""
+
+    __slots__ = ("messages", "running")
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.running = False
+
+
+@final
 class BotCore:
     """A chat bot's core on Ollama and botperf: the `ChatCore` of every mode.
 
     Start it once (``await core.start()`` or ``async with core``) and close it once
     (``await core.aclose()``), both from the same task: starting enters the metrics writer,
-    whose flusher runs in an anyio task group; closing closes the Ollama client, then writes
-    every event still waiting and closes the metrics file.
+    whose flusher runs in an anyio task group, and the core's own task group, which runs
+    the summaries; closing cancels the summaries still pending, writes every event still
+    waiting, closes the metrics file, then closes the Ollama client.
 
     **History.** A message and its reply are stored together, once the reply has arrived: a
     failed turn leaves no trace, so the next message is not read in the context of a
@@ -138,6 +190,25 @@ class BotCore:
     their way when a channel is reset are stored after the reset. The prompt is the system
     prompt and as much of the channel's history as fits ``max_tokens``, then the new
     question, which comes on top of that budget.
+
+    **Trimming and summaries.** With ``trim="stable"`` (the default) each prompt is the
+    previous one plus the new messages, until they no longer fit ``max_tokens`` or
+    ``max_messages``; then the oldest messages are trimmed down to half of both, so Ollama
+    reuses its cache of the prompt's prefix on every turn but the trimming ones
+    (``"sliding"`` drops the oldest messages on every turn once full). The messages
+    trimmed are summarized in the background by the same model, and the summary is pinned
+    after the system prompt (``HistoryStore.set_summary``), so the bot does not forget
+    what the conversation was about. ``on_trim`` only queues the messages; one task per
+    channel, in the core's task group, summarizes them with the previous summary (one
+    summary in flight per channel: messages trimmed meanwhile wait for the next one).
+    Summaries run ``llm_slots - 1`` at once at most (one with a single slot), so they
+    leave replies a slot, and each takes a model slot like a reply, under the one
+    `FairLimiter` key `SUMMARY_AUTHOR`, so they get one author's share of the slots; no
+    reply ever awaits a summary. A failed summary leaves the previous one in place: it is
+    logged, counted in `summary_errors` and recorded, and its messages are summarized with
+    those of the next trim. Resetting a channel, or its eviction, drops its pending
+    summary; `aclose` cancels those still running. A core that was never started makes
+    no summaries.
 
     **Deduplication.** The key is the model, the normalized question (`normalize`)
     and a digest of the whole prompt before it. The reply is streamed through
@@ -181,6 +252,9 @@ class BotCore:
       ``latency_ms`` (from the message to the end of its reply), ``error``, ``error_kind``.
       A message whose consumer stopped early records neither this nor, if it shared
       another's call, ``llm_call``.
+    - ``summary``, one per summary call: ``channel``, ``messages`` (how many it
+      summarized), ``latency_ms``, ``error``, ``error_kind``, ``prompt_eval_count``,
+      ``chars`` (of the summary pinned, 0 on failure).
 
     The `latency` recorder also gets, per call made, ``llm.slot`` (the wait for a slot),
     ``llm.first_token`` (from the request to the first piece of the reply) and, per later
@@ -211,6 +285,9 @@ class BotCore:
         llm_slots: Ollama calls run at once, at most (the `FairLimiter`'s slots).
         max_length: Characters per chat message (Discord 2,000, Telegram 4,096), for the
             ``parts`` of ``reply_out``.
+        trim: How the history trims a conversation: ``"stable"`` (keep the prompt's
+            prefix, for Ollama's prompt cache) or ``"sliding"`` (the newest messages).
+        summaries: Whether to summarize trimmed messages and pin the summary.
 
     Raises:
         ValueError: If ``max_messages`` is below 2, ``max_length`` below 20, or another
@@ -233,6 +310,8 @@ class BotCore:
         rate_limiter: RateLimiter | None = None,
         llm_slots: int = DEFAULT_LLM_SLOTS,
         max_length: int = 2000,
+        trim: Literal["sliding", "stable"] = "stable",
+        summaries: bool = True,
     ) -> None:
         if max_messages < 2:
             raise ValueError(f"max_messages must be >= 2 (one exchange), got {max_messages}")
@@ -244,6 +323,9 @@ class BotCore:
             max_messages=max_messages,
             max_tokens=max_tokens,
             system_prompt=system_prompt,
+            trim=trim,
+            on_trim=self._trimmed if summaries else None,
+            on_evict=self._evicted if summaries else None,
         )
         """Each channel's conversation."""
         self.dedup = Deduplicator(max_chunks=max_reply_chunks)
@@ -267,7 +349,21 @@ class BotCore:
         per call made ``llm.slot``, ``llm.first_token`` and ``llm.token`` (see above)."""
         self.errors: Counter[LLMErrorKind] = Counter()
         """Messages answered with a failure, by kind."""
+        self.summaries_made = 0
+        """Summaries pinned to a channel's prompt."""
+        self.summary_errors = 0
+        """Summary calls that failed (each logged; the previous summary stayed)."""
         self._max_length = max_length
+        # A summary's size: a tenth of the budget, in words (4 characters a token, about 5
+        # a word) and, as a bound on what the model returns, in characters.
+        self._summary_words = max(max_tokens * 4 // 50, 10)
+        self._summary_chars = max(max_tokens * 4 // 10, 80)
+        self._backlogs: dict[int, _Backlog] = {}
+        self._max_backlog = 4 * max_messages
+        self._summary_tasks = 0
+        # Summaries leave at least one model slot to replies (unless there is only one).
+        self._summary_limiter = anyio.CapacityLimiter(max(llm_slots - 1, 1))
+        self._group: anyio.abc.TaskGroup | None = None
         self._author_key = secrets.token_bytes(16)
         # Authors told to slow down since their last admitted message (an LRU set).
         self._told: LRUCache[str, None] = LRUCache(maxsize=_TOLD_USERS)
@@ -282,12 +378,14 @@ class BotCore:
         """
         if self._stack is not None or self._closed:
             raise RuntimeError("a BotCore is started once, before it is closed")
-        stack = AsyncExitStack()
-        await stack.enter_async_context(self.metrics)
-        self._stack = stack
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.metrics)
+            # Entered last, left first: the summaries stop before the metrics file closes.
+            self._group = await stack.enter_async_context(anyio.create_task_group())
+            self._stack = stack.pop_all()
 
     async def aclose(self) -> None:
-        """Close the Ollama client, then write the waiting events and close the metrics file.
+        """Cancel pending summaries, write the waiting events, close the file and the client.
 
         Idempotent. A core closed without having been started still writes its events.
         """
@@ -295,13 +393,16 @@ class BotCore:
             return
         self._closed = True
         try:
-            await self.llm.aclose()
-        finally:
             if self._stack is not None:
+                if self._group is not None:
+                    self._group.cancel_scope.cancel()
                 await self._stack.aclose()
             else:
                 async with self.metrics:  # entering and leaving writes what waits
                     pass
+        finally:
+            self._backlogs.clear()
+            await self.llm.aclose()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -345,9 +446,111 @@ class BotCore:
         """
         return self._turn(channel_id, author, text, _Turn())
 
+    @property
+    def summaries_running(self) -> int:
+        """Summary tasks running now: one per channel at most, plus those of channels reset
+        or evicted meanwhile, whose summary will not be pinned."""
+        return self._summary_tasks
+
     async def reset(self, channel_id: int) -> None:
-        """Forget the channel's history."""
+        """Forget the channel's history, its summary, and the summary it was waiting for."""
         self.history.clear(channel_id)
+        self._backlogs.pop(channel_id, None)
+
+    def _trimmed(self, channel_id: int, messages: tuple[Message, ...]) -> None:
+        """``on_trim``: queue the messages for the channel's summary task, starting it if idle.
+
+        It runs inside the ``as_messages()`` or ``append()`` that trimmed: it only queues.
+        """
+        group = self._group
+        if group is None or self._closed:
+            logger.debug("channel %s: %d messages trimmed, no summary", channel_id, len(messages))
+            return
+        backlog = self._backlogs.get(channel_id)
+        if backlog is None:
+            backlog = self._backlogs[channel_id] = _Backlog()
+        backlog.messages.extend(messages)
+        self._bound(backlog)
+        if not backlog.running:
+            backlog.running = True
+            self._summary_tasks += 1
+            group.start_soon(self._summarize, channel_id, backlog)
+
+    def _bound(self, backlog: _Backlog) -> None:
+        """Keep a backlog's newest messages only: summaries that keep failing must not
+        pile up messages without bound."""
+        del backlog.messages[: -self._max_backlog]
+
+    def _evicted(self, channel_id: int, messages: tuple[Message, ...]) -> None:
+        """``on_evict``: the channel is gone, and its pending summary with it."""
+        self._backlogs.pop(channel_id, None)
+
+    async def _summarize(self, channel_id: int, backlog: _Backlog) -> None:
+        """The channel's summary task: summarize its backlog until it is empty, then end.
+
+        The summary is pinned only if the channel still has this backlog: a reset or an
+        eviction meanwhile makes the result stale. Every failure is contained here (logged
+        and counted), since an error escaping a task would cancel the core's task group.
+        """
+        try:
+            while backlog.messages and self._backlogs.get(channel_id) is backlog:
+                messages = tuple(backlog.messages)
+                backlog.messages.clear()
+                text = await self._summary(channel_id, messages)
+                if text is None:
+                    backlog.messages[:0] = messages  # summarized with the next trim's
+                    self._bound(backlog)
+                    return
+                if self._backlogs.get(channel_id) is backlog:
+                    self.history.set_summary(channel_id, text)
+                    self.summaries_made += 1
+        finally:
+            backlog.running = False
+            self._summary_tasks -= 1
+            if not backlog.messages and self._backlogs.get(channel_id) is backlog:
+                del self._backlogs[channel_id]
+
+    async def _summary(self, channel_id: int, messages: tuple[Message, ...]) -> str | None:
+        """One summary call, in a fair slot: the text to pin, or None if it failed."""
+        request = summary_request(
+            self.history.get_summary(channel_id), messages, words=self._summary_words
+        )
+        timer = timed("llm.summary", recorder=self.latency)
+        result: ChatResult | None = None
+        failure: LLMError | None = None
+        try:
+            async with self._summary_limiter, self.slots.slot(SUMMARY_AUTHOR):
+                with timer:
+                    result = await self.llm.chat(request)
+            if not result.text.strip():
+                failure = LLMError(LLMErrorKind.SERVER_ERROR, "", detail="empty summary")
+        except LLMError as error:
+            failure = error
+        except Exception as error:  # a bug must not cancel the core's task group
+            logger.exception("channel %s: summary failed", channel_id)
+            failure = LLMError(LLMErrorKind.SERVER_ERROR, "", detail=repr(error))
+        text = None
+        if failure is None and result is not None:
+            words = " ".join(result.text.split())
+            if len(words) > self._summary_chars:
+                words = words[: self._summary_chars].rsplit(" ", 1)[0] + " ..."
+            text = SUMMARY_PREFIX + words
+        else:
+            self.summary_errors += 1
+            logger.warning(
+                "channel %s: summary failed, the previous one stays: %s", channel_id, failure
+            )
+        self.record(
+            "summary",
+            channel=channel_id,
+            messages=len(messages),
+            latency_ms=(timer.elapsed or 0.0) * 1e3,
+            error=failure is not None,
+            error_kind=None if failure is None else failure.kind.value,
+            prompt_eval_count=None if result is None else result.prompt_eval_count,
+            chars=0 if text is None else len(text),
+        )
+        return text
 
     async def _turn(
         self, channel_id: int, author: str, text: str, turn: _Turn

@@ -4,7 +4,9 @@ It speaks enough of Ollama's REST API for a chat bot: ``POST /api/chat`` (one JS
 with ``"stream": false``, NDJSON chunks otherwise, streaming being Ollama's default),
 ``GET /api/tags`` and ``GET /api/version``. Replies are canned and deterministic (see
 `canned_reply`), delivered with a configurable time to first token and per-token delay,
-and carry the statistics Ollama reports (durations in nanoseconds). The server counts every
+and carry the statistics Ollama reports (durations in nanoseconds). ``prompt_eval_count`` is
+what Ollama's prompt cache would leave to evaluate (`FakeOllama` has the model). The server
+counts every
 request per path and model and keeps the conversation each chat request sent, so a test can
 check how many LLM calls really reached it and what they asked, and it can be told to
 misbehave (`Fault`) the ways a real Ollama does.
@@ -38,12 +40,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, final
 
-__all__ = ["DEFAULT_MODELS", "FakeOllama", "Fault", "canned_reply", "tokenize"]
+__all__ = [
+    "DEFAULT_CACHE_SLOTS",
+    "DEFAULT_MODELS",
+    "FakeOllama",
+    "Fault",
+    "canned_reply",
+    "prompt_tokens",
+    "tokenize",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("llama3.2:latest",)
 """Models the server knows unless told otherwise (``llama3.2`` matches ``llama3.2:latest``)."""
+
+DEFAULT_CACHE_SLOTS = 4
+"""Prompt-cache slots of the model unless told otherwise (like ``OLLAMA_NUM_PARALLEL``)."""
 
 _VERSION = "0.6.3"
 _WORDS = (
@@ -71,6 +84,34 @@ def tokenize(text: str) -> list[str]:
     """Split text into the pieces the server streams, one "token" per word with its space."""
     words = text.split(" ")
     return [word + " " for word in words[:-1]] + [words[-1]]
+
+
+def prompt_tokens(messages: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Return the tokens of a chat request's prompt as the server's template renders it.
+
+    Each message is ChatML's ``<|im_start|>``, its role, a newline, its content's tokens
+    (`tokenize`) and ``<|im_end|>``; the prompt ends with the start of the assistant's
+    turn (``<|im_start|>``, ``assistant``, a newline), where the model writes its reply.
+    """
+    tokens: list[str] = []
+    for message in messages:
+        tokens += ["<|im_start|>", str(message.get("role", "")), "\n"]
+        tokens += tokenize(str(message.get("content", "")))
+        tokens.append("<|im_end|>")
+    tokens += _REPLY_START
+    return tokens
+
+
+_REPLY_START = ("<|im_start|>", "assistant", "\n")
+
+
+def _common_prefix(first: list[str], second: list[str]) -> int:
+    length = 0
+    for a, b in zip(first, second, strict=False):  # stops at the shorter one
+        if a != b:
+            break
+        length += 1
+    return length
 
 
 def canned_reply(question: str, *, tokens: int = 24) -> str:
@@ -105,8 +146,21 @@ class FakeOllama:
         token_delay: seconds between streamed tokens (also spent, in total, before a
             non-streaming reply).
         reply_tokens: approximate length of each canned reply, in tokens.
+        cache_slots: prompt-cache slots of the model (at least 1), see below.
 
     The timing options and `fault` may be changed while the server runs.
+
+    **Prompt cache.** ``prompt_eval_count`` models what Ollama (and llama.cpp) report with
+    their prompt cache, not what this server computes: each of ``cache_slots`` slots holds
+    the tokens of the last request it served (`prompt_tokens`, then the reply's tokens).
+    A request reuses the slot sharing the longest prefix with its prompt, and only the
+    tokens after that prefix count as evaluated (at least one: Ollama always evaluates
+    the last token). The request's tokens then replace that slot if the slot held nothing
+    but the prefix, else the least recently used slot (as Ollama's multi-user cache
+    copies a prefix rather than truncate a slot). One server holds one set of slots for
+    all its models, and a busy slot may be reused: a model of the behaviour, simpler than
+    Ollama's scheduler.
+    `prompt_evals` lists the counts reported.
     """
 
     def __init__(
@@ -117,11 +171,14 @@ class FakeOllama:
         time_to_first_token: float = 0.2,
         token_delay: float = 0.02,
         reply_tokens: int = 24,
+        cache_slots: int = DEFAULT_CACHE_SLOTS,
     ) -> None:
         if time_to_first_token < 0 or token_delay < 0:
             raise ValueError("time_to_first_token and token_delay must be >= 0 seconds")
         if reply_tokens < 1:
             raise ValueError(f"reply_tokens must be >= 1, got {reply_tokens}")
+        if cache_slots < 1:
+            raise ValueError(f"cache_slots must be >= 1, got {cache_slots}")
         self.models = tuple(_normalize_model(model) for model in models)
         self.time_to_first_token = time_to_first_token
         self.token_delay = token_delay
@@ -130,6 +187,9 @@ class FakeOllama:
         self._requested_port = port
         self._counts: Counter[tuple[str, str | None]] = Counter()
         self._conversations: list[list[dict[str, Any]]] = []
+        # The prompt cache: each slot's tokens, least recently used first.
+        self._slots: list[list[str]] = [[] for _ in range(cache_slots)]
+        self._evals: list[int] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._answering = threading.Event()
@@ -203,12 +263,30 @@ class FakeOllama:
         with self._lock:
             return [list(messages) for messages in self._conversations]
 
+    def prompt_evals(self) -> list[int]:
+        """Return the ``prompt_eval_count`` of every chat request answered, in arrival order.
+
+        A request refused before the model ran (an unknown model, a fault) has none.
+        """
+        with self._lock:
+            return list(self._evals)
+
     def reset_counts(self) -> None:
-        """Forget every request counted, conversation kept and hangup noticed, so far."""
+        """Forget every request counted, conversation kept and hangup noticed, so far.
+
+        The prompt cache is kept: it is the model's state, not a count.
+        """
         with self._lock:
             self._counts.clear()
             self._conversations.clear()
+            self._evals.clear()
             self._hangups = 0
+
+    def clear_cache(self) -> None:
+        """Empty every prompt-cache slot, as a restarted Ollama would."""
+        with self._lock:
+            for slot in self._slots:
+                slot.clear()
 
     def start(self) -> FakeOllama:
         """Start serving in a background thread; return ``self``."""
@@ -270,6 +348,21 @@ class FakeOllama:
     def _keep(self, messages: list[dict[str, Any]]) -> None:
         with self._lock:
             self._conversations.append(messages)
+
+    def _evaluate(self, messages: list[dict[str, Any]], reply: list[str]) -> int:
+        """Run a prompt through the cache model: the tokens evaluated, the slot updated."""
+        prompt = prompt_tokens(messages)
+        with self._lock:
+            slots = self._slots
+            shared = [_common_prefix(slot, prompt) for slot in slots]
+            best = max(range(len(slots)), key=lambda index: (shared[index], index))
+            evaluated = max(len(prompt) - shared[best], 1)
+            # A slot whose whole content is the prompt's prefix grows in place; else the
+            # prefix is copied to the least recently used slot, keeping the best one.
+            slots.pop(best if shared[best] == len(slots[best]) else 0)
+            slots.append([*prompt, *reply, "<|im_end|>"])
+            self._evals.append(evaluated)
+        return evaluated
 
     def _track(self, connection: socket.socket, *, open_: bool) -> None:
         with self._lock:
@@ -376,11 +469,11 @@ class _Handler(BaseHTTPRequestHandler):
         tokens = tokenize(canned_reply(question, tokens=owner.reply_tokens))
         if fault is Fault.EMPTY_REPLY:
             tokens = []
-        prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
+        evaluated = owner._evaluate(messages, tokens)
         if body.get("stream", True):
-            self._stream(model, tokens, prompt_tokens, fault)
+            self._stream(model, tokens, evaluated, fault)
         else:
-            self._reply(model, tokens, prompt_tokens, fault)
+            self._reply(model, tokens, evaluated, fault)
 
     def _reply(
         self, model: str, tokens: list[str], prompt_tokens: int, fault: Fault | None
