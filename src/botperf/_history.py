@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 ChannelT = TypeVar("ChannelT", bound=Hashable, default=Hashable)
 
 _OWNER = "HistoryStore"
+_new_tuple = tuple.__new__  # Message(...) without NamedTuple.__new__, a Python function
 
 
 @final
@@ -183,7 +184,11 @@ class HistoryStore(Generic[ChannelT]):
             ValueError: If ``role`` is empty, or ``count_tokens`` returned
                 something other than a non-negative int.
         """
-        message = check_message(role, content, author)
+        # The checks of check_message() inlined for the common case: a method call shows.
+        if type(role) is str and role and type(content) is str and author is None:
+            message = _new_tuple(Message, (role, content, None))
+        else:
+            message = check_message(role, content, author)
         channels = self._channels
         try:
             history = channels.get(channel)
