@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -15,7 +16,9 @@ async def eventually(predicate: Callable[[], bool]) -> None:
             await anyio.lowlevel.checkpoint()
 
 
-async def leave_once_started(call: Callable[[], Awaitable[object]], started: anyio.Event) -> None:
+async def leave_once_started(
+    call: Callable[[], Coroutine[Any, Any, object]], started: anyio.Event
+) -> None:
     """Make ``call()`` in a task and cancel it as soon as ``started`` is set.
 
     A caller that leaves (a timeout, a cancelled handler) after the work has begun,
