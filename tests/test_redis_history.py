@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
@@ -230,6 +231,22 @@ async def test_hashable_channel_other_than_str_or_int_is_refused(client: Redis) 
     with pytest.raises(TypeError, match="channel must be a str or int"):
         await store.get(True)
     assert not await store.contains((1, 2))
+
+
+@pytest.mark.anyio
+async def test_int_channel_too_long_for_str_is_refused_clearly(client: Redis) -> None:
+    if not hasattr(sys, "set_int_max_str_digits"):
+        pytest.skip("this Python has no limit on int to str conversion")
+    huge = 10**5000
+    store = RedisHistoryStore(client)
+    with pytest.raises(ValueError, match="an int short enough for str") as info:
+        await store.append(huge, "user", "hi")
+    assert info.value.value == huge  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="use a shorter id or a str key"):
+        await store.get(huge)
+    assert await store.size() == 0
+    await store.append(str(10**20), "user", "a long id as a str is fine")
+    assert await store.size() == 1
 
 
 @pytest.mark.anyio

@@ -12,6 +12,7 @@ from typing import Any, Generic, cast, final
 from redis.asyncio import Redis
 from typing_extensions import TypeVar
 
+from .._exceptions import BotperfValueError
 from .._history_base import (
     HistoryStats,
     Message,
@@ -680,8 +681,19 @@ class RedisHistoryStore(RedisResource, Generic[ChannelT]):
 
 def _member(channel: object) -> str:
     """Encode a channel as JSON: ``1`` and ``"1"`` differ, and any str fits in ASCII."""
-    if type(channel) is int or type(channel) is str:
+    if type(channel) is str:
         return json.dumps(channel)
+    if type(channel) is int:
+        try:
+            return json.dumps(channel)
+        except ValueError:  # more digits than sys.get_int_max_str_digits() allows
+            raise BotperfValueError(
+                "channel must be a str, or an int short enough for str() (see "
+                f"sys.set_int_max_str_digits), to be kept in Redis; got an int of "
+                f"{channel.bit_length()} bits: use a shorter id or a str key",
+                name="channel",
+                value=channel,
+            ) from None
     try:
         hash(channel)
     except TypeError:
