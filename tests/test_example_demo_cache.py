@@ -60,6 +60,7 @@ async def test_stable_evaluates_fewer_prompt_tokens_than_sliding() -> None:
     assert sliding.requests == CACHE.cache_turns + sliding.summaries
     for run in (sliding, stable):
         assert (run.failed, run.summary_errors) == (0, 0)
+        assert 0 < run.summary_evaluated < run.evaluated
     # The price of stable: less context on average.
     assert 0 < stable.mean_history < sliding.mean_history
     assert 0 < stable.mean_prompt < sliding.mean_prompt
@@ -100,7 +101,8 @@ async def test_the_table_shows_the_rounds_measured_numbers(metrics_path: Path) -
     )
     assert re.search(
         rf"^  summaries made, sliding / stable +{sliding.summaries} / {stable.summaries}  "
-        "one per trim, in the background, pinned after the system prompt$",
+        f"one per trim, in the background; their calls evaluated {sliding.summary_evaluated} / "
+        f"{stable.summary_evaluated} of the tokens above$",
         table,
         re.M,
     )

@@ -61,7 +61,7 @@ from typing import Literal, NamedTuple, TextIO, final
 import anyio
 import httpx
 
-from botperf import RateLimiter
+from botperf import RateLimiter, read_metrics
 from examples.chatcore.core import DEFAULT_LLM_SLOTS, SUMMARY_PROMPT, BotCore, slow_down_notice
 from examples.chatcore.fake_ollama import FakeOllama, prompt_tokens
 from examples.chatcore.llm import OllamaChat
@@ -407,6 +407,9 @@ class CacheRun:
     """``/api/chat`` requests: one reply per turn, and the summaries."""
     summaries: int
     """Summaries pinned (``BotCore.summaries_made``)."""
+    summary_evaluated: int
+    """Of ``evaluated``, the summary calls' (the ``prompt_eval_count`` of the core's
+    ``summary`` events: what the server reported for them)."""
     summary_errors: int
     failed: int
     """Replies that explained a failure instead of answering."""
@@ -621,7 +624,8 @@ def cache_rows(outcome: DemoOutcome) -> list[Row]:
         Row(
             "summaries made, sliding / stable",
             f"{sliding.summaries} / {stable.summaries}",
-            "one per trim, in the background, pinned after the system prompt"
+            f"one per trim, in the background; their calls evaluated {sliding.summary_evaluated}"
+            f" / {stable.summary_evaluated} of the tokens above"
             + (f"; {', '.join(problems)}" if problems else ""),
         ),
         Row(
@@ -653,10 +657,10 @@ SECTIONS: tuple[Callable[[DemoOutcome], Iterable[Row]], ...] = (
     flood_rows,
     latency_rows,
     history_rows,
-    cache_rows,
     metrics_rows,
+    cache_rows,
 )
-"""The table's sections, in order."""
+"""The table's sections, in order: the burst's, then the prompt-cache round's."""
 
 
 def format_table(rows: Iterable[Row]) -> str:
@@ -907,6 +911,7 @@ async def _cache_run(
     trim: Literal["sliding", "stable"], texts: Sequence[str], config: DemoConfig, folder: Path
 ) -> CacheRun:
     """One trim mode of the prompt-cache round, against a fake Ollama of its own."""
+    metrics_path = folder / f"cache-{trim}.jsonl"
     with FakeOllama(
         time_to_first_token=0.0,
         token_delay=0.0,
@@ -915,7 +920,7 @@ async def _cache_run(
     ) as server:
         async with BotCore(
             OllamaChat(host=server.url, model="llama3.2", timeout=30.0),
-            metrics_path=folder / f"cache-{trim}.jsonl",
+            metrics_path=metrics_path,
             llm_slots=config.llm_slots,
             trim=trim,
         ) as core:
@@ -924,6 +929,7 @@ async def _cache_run(
                 await _until(lambda: core.summaries_running == 0)
         asked = server.conversations()
         evaluated = sum(server.prompt_evals())
+    events = await anyio.to_thread.run_sync(lambda: list(read_metrics(metrics_path)))
     replies = [messages for messages in asked if messages[0]["content"] != SUMMARY_PROMPT]
     return CacheRun(
         trim=trim,
@@ -931,6 +937,9 @@ async def _cache_run(
         sent=sum(len(prompt_tokens(messages)) for messages in asked),
         requests=len(asked),
         summaries=core.summaries_made,
+        summary_evaluated=sum(
+            event["prompt_eval_count"] or 0 for event in events if event["event"] == "summary"
+        ),
         summary_errors=core.summary_errors,
         failed=sum(core.errors.values()),
         mean_prompt=statistics.fmean(len(prompt_tokens(m)) for m in replies) if replies else 0.0,
