@@ -56,6 +56,7 @@ FAST = DemoConfig(
     flood=15,
     flood_users=6,
     flood_questions=3,
+    cache_turns=0,  # tests/test_example_demo_cache.py plays the prompt-cache round
 )
 MESSAGES = 8 * 2 + 2 + 3 + 15 + 6
 ANSWERED = MESSAGES - (15 - 10)  # the flooder's messages beyond the rate limit's burst of 10
@@ -413,6 +414,7 @@ def test_demo_runs_from_the_command_line(tmp_path: Path) -> None:
             "--max-channels=4",
             "--late-joiners=0",
             "--flood=0",
+            "--cache-turns=3",
             f"--metrics={metrics}",
         ],
         cwd=ROOT,
@@ -424,6 +426,13 @@ def test_demo_runs_from_the_command_line(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "LLM calls made" in result.stdout
     assert re.search(r"^  channels held / evicted +4 / 2 ", result.stdout, re.M)
+    assert re.search(
+        r"^  prompt tokens evaluated, sliding / stable +\d+ / \d+  [0-9.]+x fewer with stable: "
+        "3 turns on one channel",
+        result.stdout,
+        re.M,
+    )
+    assert "prompt-cache round: 3 turns on one channel" in result.stderr
     assert result.stdout.endswith(f" -m botperf report {metrics}\n")
     assert "6/6 messages" in result.stderr
     assert re.search(
@@ -438,7 +447,8 @@ def test_demo_runs_from_the_command_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "option", ["--channels=0", "--rounds=-1", "--timeout=abc", "--late-joiners=-1"]
+    "option",
+    ["--channels=0", "--rounds=-1", "--timeout=abc", "--late-joiners=-1", "--cache-turns=-1"],
 )
 def test_command_line_rejects_non_positive_numbers(
     option: str, capsys: pytest.CaptureFixture[str]

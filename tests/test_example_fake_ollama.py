@@ -280,6 +280,30 @@ def test_replies_are_deterministic_per_question() -> None:
     assert "".join(tokenize(canned_reply("a?"))) == canned_reply("a?")
 
 
+def test_replies_can_depend_on_the_whole_conversation() -> None:
+    summarize = {"role": "user", "content": "Summarize the conversation above."}
+    first = [{"role": "user", "content": "user: one"}, summarize]
+    second = [{"role": "user", "content": "user: two"}, summarize]
+    with FakeOllama(
+        time_to_first_token=0, token_delay=0, reply_depends_on="conversation"
+    ) as server:
+        replies = [
+            httpx.post(
+                f"{server.url}/api/chat",
+                json={"model": "llama3.2", "messages": messages, "stream": False},
+            ).json()["message"]["content"]
+            for messages in (first, second, first)
+        ]
+    assert replies[0] == replies[2] != replies[1]  # deterministic, but not per question
+    assert replies[0] != canned_reply(summarize["content"])
+    assert len(tokenize(replies[0])) == len(tokenize(replies[1]))
+
+
+def test_rejects_an_unknown_reply_dependency() -> None:
+    with pytest.raises(ValueError, match="reply_depends_on must be 'question' or 'conversation'"):
+        FakeOllama(reply_depends_on="everything")  # type: ignore[arg-type]
+
+
 def test_stop_releases_a_hung_request() -> None:
     server = FakeOllama().start()
     server.fault = Fault.HANG

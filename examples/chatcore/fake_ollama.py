@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Literal, final
 
 __all__ = [
     "DEFAULT_CACHE_SLOTS",
@@ -114,13 +114,16 @@ def _common_prefix(first: list[str], second: list[str]) -> int:
     return length
 
 
-def canned_reply(question: str, *, tokens: int = 24) -> str:
+def canned_reply(question: str, *, tokens: int = 24, context: str = "") -> str:
     """Return the deterministic reply the server gives to ``question`` (its last user message).
 
     The same question always gets the same reply, so tests can predict it and identical
-    conversations stay identical (which is what makes deduplication observable).
+    conversations stay identical (which is what makes deduplication observable). A
+    ``context`` (the whole conversation, with ``reply_depends_on="conversation"``) changes
+    the reply's words after its opening, not its length.
     """
-    digest = hashlib.sha256(question.strip().encode()).digest()
+    seed = question.strip() if not context else f"{context}\0{question.strip()}"
+    digest = hashlib.sha256(seed.encode()).digest()
     filler = [_WORDS[byte % len(_WORDS)] for byte in digest]
     opening = f"About {question.strip()!r}:".split(" ")
     words = opening + [filler[i % len(filler)] for i in range(max(tokens - len(opening), 1))]
@@ -147,6 +150,11 @@ class FakeOllama:
             non-streaming reply).
         reply_tokens: approximate length of each canned reply, in tokens.
         cache_slots: prompt-cache slots of the model (at least 1), see below.
+        reply_depends_on: what a canned reply is drawn from: ``"question"`` (the request's
+            last user message alone, so the same question always gets the same reply) or
+            ``"conversation"`` (every message of the request, as a real model's would: a
+            summary request, whose last message is always the same instruction, then gets
+            a different summary for a different transcript).
 
     The timing options and `fault` may be changed while the server runs.
 
@@ -172,6 +180,7 @@ class FakeOllama:
         token_delay: float = 0.02,
         reply_tokens: int = 24,
         cache_slots: int = DEFAULT_CACHE_SLOTS,
+        reply_depends_on: Literal["question", "conversation"] = "question",
     ) -> None:
         if time_to_first_token < 0 or token_delay < 0:
             raise ValueError("time_to_first_token and token_delay must be >= 0 seconds")
@@ -179,10 +188,15 @@ class FakeOllama:
             raise ValueError(f"reply_tokens must be >= 1, got {reply_tokens}")
         if cache_slots < 1:
             raise ValueError(f"cache_slots must be >= 1, got {cache_slots}")
+        if reply_depends_on not in ("question", "conversation"):
+            raise ValueError(
+                f"reply_depends_on must be 'question' or 'conversation', got {reply_depends_on!r}"
+            )
         self.models = tuple(_normalize_model(model) for model in models)
         self.time_to_first_token = time_to_first_token
         self.token_delay = token_delay
         self.reply_tokens = reply_tokens
+        self.reply_depends_on = reply_depends_on
         self.fault: Fault | None = None
         self._requested_port = port
         self._counts: Counter[tuple[str, str | None]] = Counter()
@@ -466,7 +480,8 @@ class _Handler(BaseHTTPRequestHandler):
             (str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"),
             "",
         )
-        tokens = tokenize(canned_reply(question, tokens=owner.reply_tokens))
+        context = json.dumps(messages) if owner.reply_depends_on == "conversation" else ""
+        tokens = tokenize(canned_reply(question, tokens=owner.reply_tokens, context=context))
         if fault is Fault.EMPTY_REPLY:
             tokens = []
         evaluated = owner._evaluate(messages, tokens)

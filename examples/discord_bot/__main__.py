@@ -55,11 +55,17 @@ def _demo(args: argparse.Namespace) -> int:
         flood=args.flood,
         rate_limit=args.rate_limit,
         llm_slots=args.llm_slots,
+        cache_turns=args.cache_turns,
     )
     metrics = args.metrics or Path(tempfile.mkdtemp(prefix="botperf-demo-")) / "metrics.jsonl"
+    cache = (
+        f", then one {config.cache_turns}-turn conversation in both trim modes"
+        if config.cache_turns
+        else ""
+    )
     print(
-        f"Demo: {config.messages} messages from simulated users in {config.channels} channels, "
-        f"against a fake Ollama on 127.0.0.1.",
+        f"Demo: {config.messages} messages from simulated users in {config.channels} channels"
+        f"{cache}, against a fake Ollama on 127.0.0.1.",
         file=sys.stderr,
     )
     if args.metrics_host not in (None, "127.0.0.1"):

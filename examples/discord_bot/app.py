@@ -108,6 +108,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="demo: messages one user floods the bot with (100; 0 skips the flood round)",
     )
     parser.add_argument(
+        "--cache-turns",
+        type=_positive(int, zero=True),
+        default=60,
+        metavar="N",
+        help="demo: turns of the conversation played with trim='sliding' and trim='stable' "
+        "to count the prompt tokens a caching Ollama evaluates (60; 0 skips that round)",
+    )
+    parser.add_argument(
         "--timeout", type=_positive(float), default=120.0, help="seconds per LLM reply (120)"
     )
     parser.add_argument(

@@ -27,6 +27,13 @@ The round is staged so its order depends on no timing: the fake server holds its
 until the flood's messages have all been admitted or refused and the other users' calls
 have all joined the queue, then answers them in the order the slots are handed out.
 
+A *prompt-cache* round (`cache_round`) shows what ``trim="stable"`` saves a model that
+caches its prompts: one long conversation (`cache_conversation`, ``cache_turns`` user
+turns on one channel) is played twice, through a fresh core with ``trim="sliding"`` and
+one with ``trim="stable"`` (the bot's default), both summarizing what they trim as the bot
+ships, each against a fresh fake Ollama whose ``prompt_eval_count`` models Ollama's
+prompt cache. It counts, from that server, the prompt tokens evaluated and sent.
+
 While it runs, the core's primitives are served on ``/metrics`` (`MetricsServer`, on
 127.0.0.1); the end of the run scrapes it over HTTP, and the report shows a few lines of it.
 
@@ -36,35 +43,46 @@ The table printed at the end is measured on that run, each *section* of it a fun
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
+import shutil
+import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import NamedTuple, TextIO, final
+from pathlib import Path
+from typing import Literal, NamedTuple, TextIO, final
 
 import anyio
 import httpx
 
-from botperf import RateLimiter
-from examples.chatcore.core import DEFAULT_LLM_SLOTS, BotCore, slow_down_notice
-from examples.chatcore.fake_ollama import FakeOllama
+from botperf import RateLimiter, read_metrics
+from examples.chatcore.core import DEFAULT_LLM_SLOTS, SUMMARY_PROMPT, BotCore, slow_down_notice
+from examples.chatcore.fake_ollama import FakeOllama, prompt_tokens
 from examples.chatcore.llm import OllamaChat
 from examples.chatcore.monitoring import MetricsServer
 
 __all__ = [
     "AFTER_FLOOD_QUESTIONS",
+    "CACHE_CHANNEL",
     "FLOOD_PREFIX",
     "MID_STREAM_QUESTION",
     "QUESTIONS",
     "SECTIONS",
+    "CacheOutcome",
+    "CacheRun",
     "DemoConfig",
     "DemoOutcome",
     "ProgressBar",
     "Row",
+    "cache_conversation",
+    "cache_round",
+    "cache_rows",
     "flood_round",
     "flood_rows",
     "format_table",
@@ -124,6 +142,18 @@ AFTER_FLOOD_QUESTIONS = (
 )
 """What the other users of the flood round ask (no conversation track asks them)."""
 
+CACHE_CHANNEL = 999
+"""The channel of the prompt-cache round (its cores and servers are its own)."""
+
+_SETUP_WORDS = (
+    "asyncio", "trio", "anyio", "discord.py", "aiogram", "ollama", "llama3.2", "httpx",
+    "redis", "systemd", "docker", "uvloop", "python3.12", "venv", "pip", "intents",
+    "gateway", "shard", "cog", "slash", "command", "embed", "webhook", "reply", "stream",
+    "token", "prompt", "context", "history", "channel", "guild", "timeout", "retry",
+    "error", "traceback", "log", "latency", "queue", "slot", "model", "GPU", "CPU",
+)  # fmt: skip
+"""Words the prompt-cache round's users paste after their question (setups, logs)."""
+
 _SLOW_DOWN = slow_down_notice(1.0).split(" 1 s")[0]  # "Slow down, try again in"
 
 
@@ -152,6 +182,8 @@ class DemoConfig:
         rate_limit: messages per minute each user may send (the core's `RateLimiter`,
             bursts of as many); 0 admits every message.
         llm_slots: Ollama calls the core runs at once (its `FairLimiter`).
+        cache_turns: user turns of the prompt-cache round's conversation, played once per
+            trim mode; 0 skips the round.
         seed: seeds the arrival jitter, so two runs send the same burst.
     """
 
@@ -170,6 +202,7 @@ class DemoConfig:
     flood_questions: int = 4
     rate_limit: float = 10.0
     llm_slots: int = DEFAULT_LLM_SLOTS
+    cache_turns: int = 60
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -185,7 +218,7 @@ class DemoConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("late_joiners", "flood", "rate_limit"):
+        for name in ("late_joiners", "flood", "rate_limit", "cache_turns"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 1 <= self.flood_questions <= len(AFTER_FLOOD_QUESTIONS):
@@ -199,7 +232,7 @@ class DemoConfig:
 
     @property
     def messages(self) -> int:
-        """How many messages the run sends."""
+        """How many messages the burst sends (the prompt-cache round's are its own)."""
         mid_stream = self.first_wave + self.late_joiners if self.late_joiners else 0
         flood = self.flood + self.flood_users if self.flood else 0
         return self.channels * self.rounds + mid_stream + flood
@@ -299,6 +332,21 @@ def flood_round(config: DemoConfig) -> list[Message]:
     return flood + others
 
 
+def cache_conversation(config: DemoConfig) -> list[str]:
+    """The user messages of the prompt-cache round, deterministic for a given config.
+
+    ``cache_turns`` questions, each followed by a pasted setup of 40 to 120 words: long
+    enough that the history's token budget, not only its message count, trims the
+    conversation several times.
+    """
+    words = random.Random(config.seed + 3)
+    return [
+        f"{QUESTIONS[turn % len(QUESTIONS)]} My setup: "
+        + " ".join(words.choice(_SETUP_WORDS) for _ in range(words.randint(40, 120)))
+        for turn in range(config.cache_turns)
+    ]
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile (``fraction`` in [0, 1]) of ``values``; 0.0 if empty."""
     if not values:
@@ -343,6 +391,49 @@ class ProgressBar:
 
 
 @dataclass(frozen=True)
+class CacheRun:
+    """What the prompt-cache round measured in one trim mode, from the fake server.
+
+    Tokens are the fake server's (`prompt_tokens`: words and chat-template markers), summary
+    calls included: they are prompts the model evaluates too.
+    """
+
+    trim: Literal["sliding", "stable"]
+    evaluated: int
+    """Prompt tokens the server evaluated (the sum of its ``prompt_eval_count``)."""
+    sent: int
+    """Prompt tokens the requests sent, cached or not."""
+    requests: int
+    """``/api/chat`` requests: one reply per turn, and the summaries."""
+    summaries: int
+    """Summaries pinned (``BotCore.summaries_made``)."""
+    summary_evaluated: int
+    """Of ``evaluated``, the summary calls' (the ``prompt_eval_count`` of the core's
+    ``summary`` events: what the server reported for them)."""
+    summary_errors: int
+    failed: int
+    """Replies that explained a failure instead of answering."""
+    mean_prompt: float
+    """Prompt tokens of a reply's request, on average: the context the model got."""
+    mean_history: float
+    """Messages of history in a reply's request, on average (the question left out)."""
+
+
+@dataclass(frozen=True)
+class CacheOutcome:
+    """The prompt-cache round: one conversation, played in both trim modes."""
+
+    turns: int
+    sliding: CacheRun
+    stable: CacheRun
+
+    @property
+    def ratio(self) -> float:
+        """How many times fewer prompt tokens "stable" evaluated than "sliding"."""
+        return self.sliding.evaluated / self.stable.evaluated if self.stable.evaluated else 0.0
+
+
+@dataclass(frozen=True)
 class DemoOutcome:
     """What one run measured. ``core`` is the (closed) core it ran, for its stats."""
 
@@ -378,6 +469,8 @@ class DemoOutcome:
     """Where the run served ``/metrics``."""
     scrape: str = ""
     """The ``/metrics`` text scraped over HTTP at the end of the run."""
+    cache: CacheOutcome | None = None
+    """The prompt-cache round, or ``None`` when ``cache_turns`` is 0."""
 
     @property
     def answered(self) -> int:
@@ -502,6 +595,48 @@ def history_rows(outcome: DemoOutcome) -> list[Row]:
     ]
 
 
+def cache_rows(outcome: DemoOutcome) -> list[Row]:
+    """The prompt-cache round: prompt tokens evaluated and sent, sliding against stable."""
+    cache = outcome.cache
+    if cache is None:
+        return []
+    sliding, stable = cache.sliding, cache.stable
+    problems = [
+        f"{run.failed} {run.trim} replies failed" for run in (sliding, stable) if run.failed
+    ] + [
+        f"{run.summary_errors} {run.trim} summaries failed"
+        for run in (sliding, stable)
+        if run.summary_errors
+    ]
+    return [
+        Row(
+            "prompt tokens evaluated, sliding / stable",
+            f"{sliding.evaluated} / {stable.evaluated}",
+            f"{cache.ratio:.1f}x fewer with stable: {cache.turns} turns on one channel, "
+            "the fake Ollama's model of its prompt cache",
+        ),
+        Row(
+            "prompt tokens sent, sliding / stable",
+            f"{sliding.sent} / {stable.sent}",
+            f"evaluated {sliding.evaluated / max(sliding.sent, 1):.0%} / "
+            f"{stable.evaluated / max(stable.sent, 1):.0%} of them; summary calls included",
+        ),
+        Row(
+            "summaries made, sliding / stable",
+            f"{sliding.summaries} / {stable.summaries}",
+            f"one per trim, in the background; their calls evaluated {sliding.summary_evaluated}"
+            f" / {stable.summary_evaluated} of the tokens above"
+            + (f"; {', '.join(problems)}" if problems else ""),
+        ),
+        Row(
+            "mean context kept, sliding / stable",
+            f"{sliding.mean_history:.1f} / {stable.mean_history:.1f}",
+            f"messages of history per reply ({sliding.mean_prompt:.0f} / "
+            f"{stable.mean_prompt:.0f} prompt tokens)",
+        ),
+    ]
+
+
 def metrics_rows(outcome: DemoOutcome) -> list[Row]:
     """Metric events recorded, written, and the disk writes they took."""
     stats = outcome.core.metrics.stats
@@ -523,8 +658,9 @@ SECTIONS: tuple[Callable[[DemoOutcome], Iterable[Row]], ...] = (
     latency_rows,
     history_rows,
     metrics_rows,
+    cache_rows,
 )
-"""The table's sections, in order."""
+"""The table's sections, in order: the burst's, then the prompt-cache round's."""
 
 
 def format_table(rows: Iterable[Row]) -> str:
@@ -716,6 +852,13 @@ async def run_demo(
                     scrape = (await client.get(metrics_url)).raise_for_status().text
             finally:
                 metrics.close()
+        if config.cache_turns and progress is not None:
+            progress.write(
+                f"  prompt-cache round: {config.cache_turns} turns on one channel, "
+                "trim='sliding', then trim='stable'\n"
+            )
+            progress.flush()
+        cache = await cache_round(config)
         return DemoOutcome(
             config=config,
             core=core,
@@ -734,7 +877,78 @@ async def run_demo(
             flood_order=flood_order,
             metrics_url=metrics_url,
             scrape=scrape,
+            cache=cache,
         )
+
+
+async def cache_round(config: DemoConfig) -> CacheOutcome | None:
+    """Play `cache_conversation` in each trim mode and measure it; ``None`` if no turns.
+
+    Each mode gets a fresh fake Ollama (its prompt cache empty, replies drawn from the
+    whole conversation, so that each summary is a new text, as a model's would be) and a
+    fresh `BotCore` with the bot's defaults but ``trim`` and no rate limit (one user sends
+    every message). The server answers at once: the round counts tokens, not time. Each
+    turn's summary, made in the background while the reply streams, is pinned before the
+    next message, as when the user takes longer to type than the model to summarize; so
+    the counts depend on no timing. The cores' metric events go to a temporary directory,
+    removed at the end.
+    """
+    if not config.cache_turns:
+        return None
+    texts = cache_conversation(config)
+    folder = Path(
+        await anyio.to_thread.run_sync(functools.partial(tempfile.mkdtemp, prefix="botperf-"))
+    )
+    try:
+        sliding = await _cache_run("sliding", texts, config, folder)
+        stable = await _cache_run("stable", texts, config, folder)
+    finally:
+        await anyio.to_thread.run_sync(shutil.rmtree, folder)
+    return CacheOutcome(turns=len(texts), sliding=sliding, stable=stable)
+
+
+async def _cache_run(
+    trim: Literal["sliding", "stable"], texts: Sequence[str], config: DemoConfig, folder: Path
+) -> CacheRun:
+    """One trim mode of the prompt-cache round, against a fake Ollama of its own."""
+    metrics_path = folder / f"cache-{trim}.jsonl"
+    with FakeOllama(
+        time_to_first_token=0.0,
+        token_delay=0.0,
+        reply_tokens=config.reply_tokens,
+        reply_depends_on="conversation",
+    ) as server:
+        async with BotCore(
+            OllamaChat(host=server.url, model="llama3.2", timeout=30.0),
+            metrics_path=metrics_path,
+            llm_slots=config.llm_slots,
+            trim=trim,
+        ) as core:
+            for text in texts:
+                await core.handle(CACHE_CHANNEL, "cache-user", text)
+                await _until(lambda: core.summaries_running == 0)
+        asked = server.conversations()
+        evaluated = sum(server.prompt_evals())
+    events = await anyio.to_thread.run_sync(lambda: list(read_metrics(metrics_path)))
+    replies = [messages for messages in asked if messages[0]["content"] != SUMMARY_PROMPT]
+    return CacheRun(
+        trim=trim,
+        evaluated=evaluated,
+        sent=sum(len(prompt_tokens(messages)) for messages in asked),
+        requests=len(asked),
+        summaries=core.summaries_made,
+        summary_evaluated=sum(
+            event["prompt_eval_count"] or 0 for event in events if event["event"] == "summary"
+        ),
+        summary_errors=core.summary_errors,
+        failed=sum(core.errors.values()),
+        mean_prompt=statistics.fmean(len(prompt_tokens(m)) for m in replies) if replies else 0.0,
+        mean_history=statistics.fmean(
+            sum(message["role"] != "system" for message in messages[:-1]) for messages in replies
+        )
+        if replies
+        else 0.0,
+    )
 
 
 async def _until(condition: Callable[[], bool]) -> None:
