@@ -29,3 +29,15 @@ async def leave_once_started(
         tg.start_soon(call)
         await started.wait()
         tg.cancel_scope.cancel()
+
+
+async def all_tasks_blocked() -> None:
+    """`anyio.wait_all_tasks_blocked`, without its tenth-of-a-second polls on asyncio.
+
+    On asyncio anyio polls every 0.1 s while a task is still runnable; a task that was
+    just started or woken usually blocks within a few steps, so a few checkpoints first
+    make that poll rare. It returns when every other task is blocked, as anyio's does.
+    """
+    for _ in range(8):
+        await anyio.lowlevel.checkpoint()
+    await anyio.wait_all_tasks_blocked()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import pytest
+from concurrency import all_tasks_blocked
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,18 +63,18 @@ class Requests:
     async def start(self, name: str, key: Hashable) -> Request:
         request = self.by_name[name] = Request(name, key)
         self.task_group.start_soon(self._run, request)
-        await anyio.wait_all_tasks_blocked()
+        await all_tasks_blocked()
         return request
 
     async def release(self, *names: str) -> None:
         for name in names:
             self.by_name[name].release.set()
-        await anyio.wait_all_tasks_blocked()
+        await all_tasks_blocked()
 
     async def cancel(self, *names: str) -> None:
         for name in names:
             self.by_name[name].scope.cancel()
-        await anyio.wait_all_tasks_blocked()
+        await all_tasks_blocked()
 
     def holding(self) -> set[str]:
         return {r.name for r in self.by_name.values() if r.entered and not r.exited}
