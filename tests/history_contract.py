@@ -476,6 +476,15 @@ class HistoryContract:
         store.append(1, "user", "d")  # "b" had left already
         assert len(log.calls) == 2
 
+    def test_on_trim_is_never_called_without_messages(self, make_store: StoreFactory) -> None:
+        log = EvictionLog()
+        store = make_store(max_messages=1, trim="stable", on_trim=log)
+        store.append(1, "user", "a")
+        store.as_messages(1)
+        store.append(1, "user", "b")  # "a" drops off the window, inside this append
+        store.as_messages(1)  # the window lost a message: it is trimmed, with nothing left to trim
+        assert log.calls == [(1, (Message("user", "a"),))]
+
     def test_on_trim_is_not_called_for_clear_or_eviction(self, make_store: StoreFactory) -> None:
         log = EvictionLog()
         store = make_store(max_channels=1, max_messages=1, trim="stable", on_trim=log)

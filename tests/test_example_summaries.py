@@ -240,6 +240,23 @@ async def test_a_reset_drops_the_summary_on_its_way(
     assert reply_calls(fake_ollama)[-1][1:] == [{"role": "user", "content": "again"}]
 
 
+async def test_an_eviction_drops_the_summary_on_its_way(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    held = held_chat()
+    async with running_core(fake_ollama, metrics_path, held=held, max_channels=1) as core:
+        for text in ("one", "two", "three"):
+            await core.handle(1, "ann", text)
+        await wait_until(lambda: len(held.waiting) == 1)
+        await core.handle(2, "bob", "hello")  # evicts channel 1
+        await core.handle(1, "ann", "again")  # evicts channel 2: channel 1 starts anew
+        held.release.set()
+        await wait_until(lambda: core.summaries_running == 0)
+        assert core.history.get_summary(1) is None  # the evicted conversation's, not pinned
+        assert core.summaries_made == 0
+    assert reply_calls(fake_ollama)[-1][1:] == [{"role": "user", "content": "again"}]
+
+
 async def test_summaries_leave_a_slot_to_the_replies(
     fake_ollama: FakeOllama, metrics_path: Path
 ) -> None:

@@ -311,7 +311,8 @@ class HistoryStore(Generic[ChannelT]):
         )
         if starts is not None and first != start:
             starts[channel] = first
-            if self._on_trim is not None and first > start:
+            # From -1 (the window lost messages, already handed over) to 0, none left it.
+            if self._on_trim is not None and first > max(start, 0):
                 trimmed = tuple(islice(history, max(start, 0), first))
                 self._report_trim(self._on_trim, channel, trimmed)
         return prompt
