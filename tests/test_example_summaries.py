@@ -156,16 +156,18 @@ async def test_one_summary_in_flight_per_channel(
 ) -> None:
     held = held_chat()
     # Three slots: two summaries at once, one slot left to the replies.
+    english = ("one", "two", "three", "four", "five", "six")
+    spanish = ("uno", "dos", "tres", "cuatro", "cinco", "seis")  # not one request twice
     async with running_core(fake_ollama, metrics_path, held=held, llm_slots=3) as core:
-        for text in ("one", "two", "three", "four", "five", "six"):  # trims three times
-            await core.handle(1, "ann", text)
-            await core.handle(2, "bob", text)
+        for first, second in zip(english, spanish, strict=True):  # trims three times
+            await core.handle(1, "ann", first)
+            await core.handle(2, "bob", second)
         await wait_until(lambda: len(held.waiting) == 2)
         # Channel 1 trimmed while its summary waited: still one call per channel.
         assert core.summaries_running == 2
         assert sorted(w[1]["content"].splitlines()[0] for w in held.waiting) == [
             "user: one",
-            "user: one",
+            "user: uno",
         ]
         held.release.set()
         await wait_until(lambda: core.summaries_running == 0)
@@ -174,7 +176,27 @@ async def test_one_summary_in_flight_per_channel(
         assert core.history.get_summary(channel) == summary_of(160)
     lines = summarized(fake_ollama)
     users = [line for line in lines if line.startswith("user")]
-    assert sorted(users) == sorted(2 * ["user: one", "user: two", "user: three", "user: four"])
+    assert sorted(users) == sorted(f"user: {text}" for text in english[:4] + spanish[:4])
+
+
+async def test_channels_with_equal_summary_requests_share_one_call(
+    fake_ollama: FakeOllama, metrics_path: Path
+) -> None:
+    held = held_chat()
+    async with running_core(fake_ollama, metrics_path, held=held, llm_slots=3) as core:
+        for text in ("one", "two", "three"):  # the third trims both channels alike
+            await core.handle(1, "ann", text)
+            await core.handle(2, "bob", text)
+        await wait_until(lambda: core.summary_dedup.stats.calls == 2)
+        assert core.summaries_running == 2
+        assert len(held.waiting) == 1
+        assert core.summary_dedup.stats.shared == 1  # channel 2 joined channel 1's call
+        held.release.set()
+        await wait_until(lambda: core.summaries_running == 0)
+    assert len(summary_calls(fake_ollama)) == 1
+    for channel in (1, 2):
+        assert core.history.get_summary(channel) == summary_of(160)
+    assert core.summaries_made == 2
 
 
 async def test_a_failed_summary_leaves_the_old_one_and_is_logged_and_counted(

@@ -200,7 +200,9 @@ class BotCore:
     after the system prompt (``HistoryStore.set_summary``), so the bot does not forget
     what the conversation was about. ``on_trim`` only queues the messages; one task per
     channel, in the core's task group, summarizes them with the previous summary (one
-    summary in flight per channel: messages trimmed meanwhile wait for the next one).
+    summary in flight per channel: messages trimmed meanwhile wait for the next one); the
+    call goes through a `Deduplicator` of its own (``summary_dedup``), so equal requests
+    from several channels share one call.
     Summaries run ``llm_slots - 1`` at once at most (one with a single slot), so they
     leave replies a slot, and each takes a model slot like a reply, under the one
     `FairLimiter` key `SUMMARY_AUTHOR`, so they get one author's share of the slots; no
@@ -339,6 +341,10 @@ class BotCore:
             rotate_bytes=metrics_rotate_bytes,
         )
         """The metric events, batched to ``metrics_path``."""
+        self.summary_dedup = Deduplicator()
+        """Runs one call for equal summary requests (the same previous summary and trimmed
+        messages, whatever the channel), as ``dedup`` does for replies; an instance of its
+        own, so that ``dedup.stats`` counts replies only."""
         self.rate_limiter = rate_limiter
         """Admits each author's messages, or ``None``."""
         self.slots = FairLimiter(llm_slots)
@@ -510,18 +516,23 @@ class BotCore:
             if not backlog.messages and self._backlogs.get(channel_id) is backlog:
                 del self._backlogs[channel_id]
 
+    async def _summary_call(self, request: list[dict[str, str]], timer: timed) -> ChatResult:
+        """A summary's chat call, in a fair slot (in the summary Deduplicator's task)."""
+        async with self._summary_limiter, self.slots.slot(SUMMARY_AUTHOR):
+            with timer:
+                return await self.llm.chat(request)
+
     async def _summary(self, channel_id: int, messages: tuple[Message, ...]) -> str | None:
         """One summary call, in a fair slot: the text to pin, or None if it failed."""
         request = summary_request(
             self.history.get_summary(channel_id), messages, words=self._summary_words
         )
         timer = timed("llm.summary", recorder=self.latency)
+        key = (self.llm.model, _context_digest(request))
         result: ChatResult | None = None
         failure: LLMError | None = None
         try:
-            async with self._summary_limiter, self.slots.slot(SUMMARY_AUTHOR):
-                with timer:
-                    result = await self.llm.chat(request)
+            result = await self.summary_dedup.run(key, self._summary_call, request, timer)
             if not result.text.strip():
                 failure = LLMError(LLMErrorKind.SERVER_ERROR, "", detail="empty summary")
         except LLMError as error:
