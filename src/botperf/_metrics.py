@@ -51,7 +51,7 @@ _Events = list[dict[str, Any]]
 
 # With a JsonLinesFileSink, record() encodes the oldest max_batch waiting events itself
 # once more than this many batches wait (see BatchMetricsWriter._encode_oldest).
-_HELP_AFTER_BATCHES = 4
+_HELP_AFTER_BATCHES = 40
 
 
 @final
@@ -227,11 +227,14 @@ class BatchMetricsWriter:
         # event in the queue; their events count in _taken, as a batch in flight does.
         self._file = self._sink if isinstance(self._sink, JsonLinesFileSink) else None
         self._chunks: deque[_Chunk] = deque()
+        self._helped_at = -math.inf  # time.monotonic() of the last chunk record() encoded
         self._high_water = (
             sys.maxsize
             if self._file is None
             else max(max_batch, min(_HELP_AFTER_BATCHES * max_batch, max_buffer - max_batch))
         )
+        # Past half of max_buffer in flight, record() also yields the GIL once per chunk.
+        self._yield_above = max_buffer // 2
         self._taken = 0  # events out of the queue whose write has not succeeded yet
         self._room = max_buffer  # max_buffer - _taken: the queue length that means full
         # A failed batch kept for retry. As entries for a sink of event dicts: each
@@ -329,11 +332,15 @@ class BatchMetricsWriter:
         queue.append(entry)
         waiting = len(queue)
         # ">=", not "==": two threads appending at once can both read max_batch + 1.
-        if (waiting == 1 or waiting >= self._max_batch) and not self._wake_pending:
+        if waiting >= self._max_batch:
+            if not self._wake_pending:
+                self._wake_pending = True
+                self._wake()
+            if waiting > self._high_water:  # the flusher falls behind: help it
+                self._encode_oldest()
+        elif waiting == 1 and not self._wake_pending:
             self._wake_pending = True
             self._wake()
-        if waiting > self._high_water:  # the flusher falls behind: help it
-            self._encode_oldest()
         if not self._accepting:  # checked after the append: see _recorded_while_closing
             self._recorded_while_closing(entry)
 
@@ -510,6 +517,7 @@ class BatchMetricsWriter:
                 raise
             with self._lock:
                 self._chunks.append(chunk)
+                self._helped_at = time.monotonic()
         finally:
             self._encode_lock.release()
         # The flusher may have looked between the take and the append, seen neither
@@ -517,6 +525,16 @@ class BatchMetricsWriter:
         if not self._wake_pending:
             self._wake_pending = True
             self._wake()
+        if self._taken > self._yield_above:
+            time.sleep(0)
+
+    def _take_chunks(self) -> _Chunk | None:
+        """Take every encoded chunk, as one, or ``None`` if there is none (``_lock`` held)."""
+        if not self._chunks:
+            return None
+        chunk = _merged(list(self._chunks))
+        self._chunks.clear()
+        return chunk
 
     def _take(self, count: int) -> list[_Entry]:
         """Take the ``count`` oldest events out of the queue, as in flight (``_lock`` held)."""
@@ -602,8 +620,15 @@ class BatchMetricsWriter:
         with self._lock:
             if self._retry_at is not None:
                 return max(0.0, self._retry_at - time.monotonic())
-            if self._held is not None or self._chunks or len(self._queue) >= self._max_batch:
+            if self._held is not None or self._chunks:
                 return 0.0
+            if len(self._queue) >= self._max_batch:
+                # While record() encodes (it did within a GIL switch interval), leave the
+                # queue to it: this thread would encode events another core just made,
+                # at several times the cost, holding the GIL the recorder waits for.
+                since = time.monotonic() - self._helped_at
+                interval = sys.getswitchinterval()
+                return 0.0 if since >= interval else interval - since
             if not self._queue:
                 return None
             oldest = self._queue[0][0]
@@ -666,33 +691,33 @@ class BatchMetricsWriter:
     def _write_one(self, limit: int) -> Exception | None:
         """Write the held batch, or the encoded chunks, or up to ``limit`` events (write lock held).
 
-        Every chunk waiting goes in one write, as one batch; events taken from the
-        queue for the file sink are encoded here, under the encode lock, so a chunk
-        record() encodes meanwhile cannot be written before them.
+        Every chunk waiting goes in one write, as one batch. Taking chunks needs only
+        ``_lock``: the flusher of an overloaded writer gets the GIL back seldom, and
+        should not spend that turn waiting for the encode lock. Taking events from the
+        queue needs the encode lock, so no chunk of older events is half encoded.
 
         Returns:
             ``None`` if written (or nothing waited), else the exception the sink raised;
             the batch is then held for retry.
         """
-        with self._encode_lock:
-            with self._lock:
-                batch = self._held
-                if batch is None:
-                    if self._chunks:
-                        batch = _merged(list(self._chunks))
-                        self._chunks.clear()
-                    else:
+        with self._lock:
+            batch = self._held or self._take_chunks()
+        if batch is None:
+            with self._encode_lock:
+                with self._lock:
+                    batch = self._take_chunks()
+                    if batch is None:
                         count = min(limit, len(self._queue))
                         if count == 0:
                             return None
                         batch = self._take(count)
-            if self._file is not None and not isinstance(batch, _Chunk):
-                try:
-                    batch = self._encode(batch)
-                except BaseException:
-                    with self._lock:
-                        self._held = batch  # kept for the next write or the save at close
-                    raise
+                if self._file is not None and not isinstance(batch, _Chunk):
+                    try:
+                        batch = self._encode(batch)
+                    except BaseException:
+                        with self._lock:
+                            self._held = batch  # for the next write or the save at close
+                        raise
         try:
             if isinstance(batch, _Chunk):
                 assert self._file is not None
