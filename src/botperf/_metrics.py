@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 from typing_extensions import Self
 
-from ._encoding import EncoderName, encode_batch
+from ._encoding import EncoderName, encode_batch, encode_entries
 from ._exceptions import (
     BotperfRuntimeError,
     BotperfValueError,
@@ -548,7 +548,7 @@ class BatchMetricsWriter:
     def _encode(self, entries: list[_Entry]) -> _Chunk:
         """Encode ``entries`` as the file sink's lines (CPU only, no lock needed)."""
         assert self._file is not None
-        encoded = encode_batch(_events(entries), self._file.encoder)
+        encoded = encode_entries(entries, self._file.encoder)
         return _Chunk(encoded.data, len(entries), encoded.repr_values)
 
     def _wait_for_room(self) -> None:
