@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from botperf import BatchMetricsWriter, MetricsNotWrittenError, MetricsWriteError, read_metrics
+from botperf._encoding import encode_entries
 from botperf._metrics import OnFull
 
 #: Safety net for waits on another thread; never reached when the code works.
@@ -263,3 +264,49 @@ def test_threads_racing_encoded_and_flusher_batches_lose_nothing_uncounted(
     for thread in range(threads):  # each thread's events in the order it recorded them
         mine = [number for writer, number in written if writer == thread]
         assert mine == sorted(mine)
+
+
+def interrupt_first_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the writer's next encoding of entries raise KeyboardInterrupt (Ctrl-C)."""
+    calls = 0
+
+    def encode(entries: Any, encoder: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyboardInterrupt
+        return encode_entries(entries, encoder)
+
+    monkeypatch.setattr("botperf._metrics.encode_entries", encode)
+
+
+def test_an_interrupt_while_record_encodes_puts_the_events_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.jsonl"
+    metrics = BatchMetricsWriter(path, max_batch=MAX_BATCH, max_delay=NEVER)
+    record(metrics, HIGH_WATER)
+    interrupt_first_encoding(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        metrics.record("tick", number=HIGH_WATER)  # past the mark: it encodes
+    assert metrics.stats.recorded == metrics.stats.waiting == HIGH_WATER + 1
+    record(metrics, 10, first=HIGH_WATER + 1)
+    with metrics:
+        pass
+    assert numbers(path) == list(range(HIGH_WATER + 11))
+
+
+def test_an_interrupt_while_the_flusher_encodes_keeps_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.jsonl"
+    metrics = BatchMetricsWriter(path, max_batch=MAX_BATCH, max_delay=NEVER)
+    record(metrics, 12)
+    interrupt_first_encoding(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        metrics.flush_sync()
+    assert metrics.stats.waiting == 12
+    with metrics:
+        pass
+    assert numbers(path) == list(range(12))
+    assert_consistent(metrics)

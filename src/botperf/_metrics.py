@@ -145,13 +145,16 @@ class BatchMetricsWriter:
     """Records metric events in O(1) and writes them in batches, off the event loop.
 
     ``record()`` appends to a deque, from any thread; a flusher writes batches in a worker
-    thread, retrying failures with backoff. Use it as ``async with`` (asyncio or trio) or
-    ``with`` (a daemon thread). Leaving writes the rest; what the sink still refuses is
-    saved and reported by `MetricsNotWrittenError`. The Batched metrics page has more.
+    thread, retrying failures with backoff. For a file, once the flusher falls 40 batches
+    behind, ``record()`` encodes the oldest batch into lines itself and the flusher only
+    writes. Use it as ``async with`` (asyncio or trio) or ``with`` (a daemon thread).
+    Leaving writes the rest; what the sink still refuses is saved and reported by
+    `MetricsNotWrittenError`. The Batched metrics page has more.
 
     Args:
         path_or_sink: A file path (JSON lines), a `MetricsSink`, or a function of a batch.
-        max_batch: Write when this many events wait (at least 1).
+        max_batch: Write when this many events wait (at least 1); also how many events
+            ``record()`` encodes at a time when it helps a file's flusher.
         max_delay: Seconds after the oldest waiting event by which it is written.
         max_buffer: Most events waiting, batches in flight included (>= ``max_batch``).
         on_full: When full: ``"drop_oldest"`` (default), ``"drop_new"`` or ``"block"``.
@@ -304,8 +307,15 @@ class BatchMetricsWriter:
         The event waits in memory until its batch is written by the flusher, which also
         encodes it, so the call itself is only a timestamp and an append to a deque (no
         lock unless the buffer is full). The encoding still costs CPU in this process,
-        in the flusher's thread: the Performance page gives both figures. Safe from any
-        thread and any task, from before the writer is entered until it is closed.
+        in the flusher's thread: the Performance page gives both figures. For a file,
+        once more than 40 batches wait (at most ``max_buffer - max_batch``), the flusher
+        has fallen behind, and the call that finds them also encodes the oldest
+        ``max_batch`` events into lines, on the calling thread, the event loop's
+        included: that call costs the encoding of a batch, about one call in
+        ``max_batch`` while the flood lasts. It never waits for another thread's
+        encoding, nor for the disk; past half of ``max_buffer`` in flight it also lets
+        the flusher run, with ``time.sleep(0)`` once per batch it encodes. Safe from
+        any thread and any task, from before the writer is entered until it is closed.
 
         Args:
             event: The event's name, written as ``event``.
@@ -491,11 +501,14 @@ class BatchMetricsWriter:
         """Encode the oldest ``max_batch`` waiting events into lines, on the recording thread.
 
         For a file sink only, once more than the high-water mark of events wait: the
-        flusher has fallen behind (it waits for the GIL the recording thread holds), so
-        the recording thread encodes for it, and the flusher only writes. CPU only, no
-        I/O: it runs on whatever thread records, the event loop's included. It only
-        tries the encode lock and returns at once if another thread holds it, so
-        record() never waits for a slow disk.
+        flusher has fallen behind (it waits for the GIL the recording thread holds, and
+        events another core made cost it several times more to encode), so the
+        recording thread encodes for it, and the flusher only writes. CPU only, no I/O:
+        it runs on whatever thread records, the event loop's included. It only tries
+        the encode lock and returns at once if another thread holds it, so record()
+        never waits for a slow disk. With more than half of ``max_buffer`` in flight,
+        the flusher may not have had the GIL for a whole switch interval, so it yields
+        the GIL once (``time.sleep(0)``) rather than let the buffer fill and drop.
         """
         if not self._encode_lock.acquire(blocking=False):
             return
