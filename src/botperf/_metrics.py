@@ -541,13 +541,11 @@ class BatchMetricsWriter:
         if self._taken > self._yield_above:
             time.sleep(0)
 
-    def _take_chunks(self) -> _Chunk | None:
-        """Take every encoded chunk, as one, or ``None`` if there is none (``_lock`` held)."""
-        if not self._chunks:
-            return None
-        chunk = _merged(list(self._chunks))
+    def _take_chunks(self) -> list[_Chunk]:
+        """Take every encoded chunk, oldest first (``_lock`` held; merge them after it)."""
+        chunks = list(self._chunks)
         self._chunks.clear()
-        return chunk
+        return chunks
 
     def _take(self, count: int) -> list[_Entry]:
         """Take the ``count`` oldest events out of the queue, as in flight (``_lock`` held)."""
@@ -701,36 +699,52 @@ class BatchMetricsWriter:
                     waiting = len(self._queue) + self._taken
                 raise MetricsWriteError(waiting, self._describe_sink(), error) from error
 
+    def _next_batch(self, limit: int) -> _Batch | None:
+        """Take the batch to write next: the held one, every chunk as one, or ``limit`` events.
+
+        Taking chunks needs only ``_lock``: the flusher of an overloaded writer gets the
+        GIL back seldom, and should not spend that turn waiting for the encode lock.
+        Taking events from the queue needs the encode lock, so that no chunk of older
+        events is half encoded meanwhile; for the file sink they are encoded under it.
+        Chunks are merged outside ``_lock``, which record() may be waiting for.
+        """
+        with self._lock:
+            if self._held is not None:
+                return self._held
+            chunks = self._take_chunks()
+        if chunks:
+            return _merged(chunks)
+        with self._encode_lock:
+            with self._lock:
+                chunks = self._take_chunks()
+                if not chunks:
+                    count = min(limit, len(self._queue))
+                    if count == 0:
+                        return None
+                    entries = self._take(count)
+            if chunks:
+                return _merged(chunks)
+            if self._file is None:
+                return entries
+            try:
+                return self._encode(entries)
+            except BaseException:
+                with self._lock:
+                    self._held = entries  # for the next write or the save at close
+                raise
+
     def _write_one(self, limit: int) -> Exception | None:
         """Write the held batch, or the encoded chunks, or up to ``limit`` events (write lock held).
 
-        Every chunk waiting goes in one write, as one batch. Taking chunks needs only
-        ``_lock``: the flusher of an overloaded writer gets the GIL back seldom, and
-        should not spend that turn waiting for the encode lock. Taking events from the
-        queue needs the encode lock, so no chunk of older events is half encoded.
+        Every chunk waiting goes in one write, as one batch (see `_next_batch`).
 
         Returns:
             ``None`` if written (or nothing waited), else the exception the sink raised;
             the batch is then held for retry.
         """
-        with self._lock:
-            batch = self._held or self._take_chunks()
+        batch = self._next_batch(limit)
         if batch is None:
-            with self._encode_lock:
-                with self._lock:
-                    batch = self._take_chunks()
-                    if batch is None:
-                        count = min(limit, len(self._queue))
-                        if count == 0:
-                            return None
-                        batch = self._take(count)
-                if self._file is not None and not isinstance(batch, _Chunk):
-                    try:
-                        batch = self._encode(batch)
-                    except BaseException:
-                        with self._lock:
-                            self._held = batch  # for the next write or the save at close
-                        raise
+            return None
         try:
             if isinstance(batch, _Chunk):
                 assert self._file is not None
