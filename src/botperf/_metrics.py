@@ -520,8 +520,9 @@ class BatchMetricsWriter:
             try:
                 chunk = self._encode(entries)
             except BaseException:
-                # An interrupt (or an encoder bug) in the middle: the events go back
-                # where they were, in front of the queue, which nobody took from since.
+                # An interrupt (or an encoder bug) in the middle: the events go back in
+                # front of the queue. They are still its oldest: the flusher takes from
+                # it only under the encode lock, and a drop takes a newer event.
                 with self._lock:
                     self._queue.extendleft(reversed(entries))
                     self._dequeued -= len(entries)
