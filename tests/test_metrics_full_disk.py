@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from botperf import BatchMetricsWriter, MetricsNotWrittenError, read_metrics
+from botperf import BatchMetricsWriter, MetricsNotWrittenError, MetricsWriteError, read_metrics
 
 NEVER = 3600.0
 #: A field that makes each event about 1 KiB, so 100 events do not fit on the disk.
@@ -142,3 +142,29 @@ def test_a_full_disk_under_the_metrics_file_loses_nothing_uncounted(small_disk: 
     assert error.count == stats.unwritten == 100 - stats.written
     assert written + saved == list(range(len(written) + len(saved)))
     assert stats.recorded == stats.written + stats.dropped + stats.unwritten == 100
+
+
+def test_encoded_lines_a_full_disk_cut_short_are_retried_whole(small_disk: Path) -> None:
+    filler = small_disk / "filler"
+    size = fill(filler)
+    os.truncate(filler, size - 4096)  # room for part of the first write only
+    path = small_disk / "m.jsonl"
+    metrics = BatchMetricsWriter(
+        path, max_batch=5, max_delay=NEVER, retry_delay=NEVER, max_retry_delay=NEVER
+    )
+    # Past 40 batches waiting, record() encodes the oldest events into lines itself:
+    # 60 events, about 9 KiB, that the flush writes in one write, which the disk cuts short.
+    for number in range(260):
+        metrics.record("tick", number=number, payload=PAYLOAD[:100])
+    with pytest.raises(MetricsWriteError) as info:
+        metrics.flush_sync()
+    assert "No space left on device" in str(info.value)
+    assert info.value.waiting == 260
+    assert not path.exists() or path.stat().st_size == 0  # cut back to where it began
+    filler.unlink()
+    metrics.flush_sync()
+    metrics.sink.close()  # never entered, so never closed: the disk must unmount
+    stats = metrics.stats
+    assert (stats.failed_writes, stats.written, stats.waiting) == (1, 260, 0)
+    assert numbers(path) == list(range(260))
+    assert path.read_bytes().count(b"\n") == 260

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -19,7 +20,7 @@ import anyio
 import anyio.lowlevel
 from typing_extensions import Self
 
-from ._encoding import EncoderName, encode_batch
+from ._encoding import EncoderName, encode_batch, encode_entries
 from ._exceptions import (
     BotperfRuntimeError,
     BotperfValueError,
@@ -47,6 +48,39 @@ _now = time.time  # bound once: record() is the hot path
 # One waiting event: the time of the record() call, the event name, its fields.
 _Entry = tuple[float, str, dict[str, Any]]
 _Events = list[dict[str, Any]]
+
+# With a JsonLinesFileSink, record() encodes the oldest max_batch waiting events itself
+# once more than this many batches wait (see BatchMetricsWriter._encode_oldest).
+_HELP_AFTER_BATCHES = 40
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """Events encoded as JSON lines for the file sink, waiting to be written."""
+
+    data: bytes
+    count: int  # events, one line each
+    repr_values: int
+
+
+# A batch out of the queue: entries for a sink to get as event dicts, or encoded lines.
+_Batch = list[_Entry] | _Chunk
+
+
+def _merged(chunks: list[_Chunk]) -> _Chunk:
+    """One chunk holding ``chunks`` in order, for one write."""
+    if len(chunks) == 1:
+        return chunks[0]
+    return _Chunk(
+        b"".join([chunk.data for chunk in chunks]),
+        sum(chunk.count for chunk in chunks),
+        sum(chunk.repr_values for chunk in chunks),
+    )
+
+
+def _size(batch: _Batch) -> int:
+    return batch.count if isinstance(batch, _Chunk) else len(batch)
 
 
 @final
@@ -111,13 +145,16 @@ class BatchMetricsWriter:
     """Records metric events in O(1) and writes them in batches, off the event loop.
 
     ``record()`` appends to a deque, from any thread; a flusher writes batches in a worker
-    thread, retrying failures with backoff. Use it as ``async with`` (asyncio or trio) or
-    ``with`` (a daemon thread). Leaving writes the rest; what the sink still refuses is
-    saved and reported by `MetricsNotWrittenError`. The Batched metrics page has more.
+    thread, retrying failures with backoff. For a file, once the flusher falls 40 batches
+    behind, ``record()`` encodes the oldest batch into lines itself and the flusher only
+    writes. Use it as ``async with`` (asyncio or trio) or ``with`` (a daemon thread).
+    Leaving writes the rest; what the sink still refuses is saved and reported by
+    `MetricsNotWrittenError`. The Batched metrics page has more.
 
     Args:
         path_or_sink: A file path (JSON lines), a `MetricsSink`, or a function of a batch.
-        max_batch: Write when this many events wait (at least 1).
+        max_batch: Write when this many events wait (at least 1); also how many events
+            ``record()`` encodes at a time when it helps a file's flusher.
         max_delay: Seconds after the oldest waiting event by which it is written.
         max_buffer: Most events waiting, batches in flight included (>= ``max_batch``).
         on_full: When full: ``"drop_oldest"`` (default), ``"drop_new"`` or ``"block"``.
@@ -180,15 +217,33 @@ class BatchMetricsWriter:
         # record() appends to the deque without the lock (deque.append is atomic, and a
         # lock would double its cost); everything else below is guarded by _lock, and
         # writes are serialised by _write_lock so batches reach the sink in order.
+        # _encode_lock serialises taking events out of the queue with encoding them into
+        # _chunks, so chunks stay in order and no batch is out of sight while half done;
+        # lock order: _write_lock, then _encode_lock, then _lock.
         self._lock = threading.Lock()
         self._room_freed = threading.Condition(self._lock)
         self._write_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
         self._queue: deque[_Entry] = deque()
+        self._dequeued = 0  # events ever taken out of the queue: flush() counts by it
+        # The file sink's lines encoded by record() (or the flusher), older than every
+        # event in the queue; their events count in _taken, as a batch in flight does.
+        self._file = self._sink if isinstance(self._sink, JsonLinesFileSink) else None
+        self._chunks: deque[_Chunk] = deque()
+        self._helped_at = -math.inf  # time.monotonic() of the last chunk record() encoded
+        self._high_water = (
+            sys.maxsize
+            if self._file is None
+            else max(max_batch, min(_HELP_AFTER_BATCHES * max_batch, max_buffer - max_batch))
+        )
+        # Past half of max_buffer in flight, record() also yields the GIL once per chunk.
+        self._yield_above = max_buffer // 2
         self._taken = 0  # events out of the queue whose write has not succeeded yet
         self._room = max_buffer  # max_buffer - _taken: the queue length that means full
-        # A failed batch kept for retry, as entries: each attempt gets new event dicts,
-        # whatever the sink did to those of the attempt before.
-        self._held: list[_Entry] | None = None
+        # A failed batch kept for retry. As entries for a sink of event dicts: each
+        # attempt gets new event dicts, whatever the sink did to those of the attempt
+        # before. As encoded lines for the file sink.
+        self._held: _Batch | None = None
         self._retry_at: float | None = None  # time.monotonic() of the next retry
         self._failures_in_row = 0
         # The wait after the next failure: doubled after each one and capped, never
@@ -252,8 +307,15 @@ class BatchMetricsWriter:
         The event waits in memory until its batch is written by the flusher, which also
         encodes it, so the call itself is only a timestamp and an append to a deque (no
         lock unless the buffer is full). The encoding still costs CPU in this process,
-        in the flusher's thread: the Performance page gives both figures. Safe from any
-        thread and any task, from before the writer is entered until it is closed.
+        in the flusher's thread: the Performance page gives both figures. For a file,
+        once more than 40 batches wait (at most ``max_buffer - max_batch``), the flusher
+        has fallen behind, and the call that finds them also encodes the oldest
+        ``max_batch`` events into lines, on the calling thread, the event loop's
+        included: that call costs the encoding of a batch, about one call in
+        ``max_batch`` while the flood lasts. It never waits for another thread's
+        encoding, nor for the disk; past half of ``max_buffer`` in flight it also lets
+        the flusher run, with ``time.sleep(0)`` once per batch it encodes. Safe from
+        any thread and any task, from before the writer is entered until it is closed.
 
         Args:
             event: The event's name, written as ``event``.
@@ -280,7 +342,13 @@ class BatchMetricsWriter:
         queue.append(entry)
         waiting = len(queue)
         # ">=", not "==": two threads appending at once can both read max_batch + 1.
-        if (waiting == 1 or waiting >= self._max_batch) and not self._wake_pending:
+        if waiting >= self._max_batch:
+            if not self._wake_pending:
+                self._wake_pending = True
+                self._wake()
+            if waiting > self._high_water:  # the flusher falls behind: help it
+                self._encode_oldest()
+        elif waiting == 1 and not self._wake_pending:
             self._wake_pending = True
             self._wake()
         if not self._accepting:  # checked after the append: see _recorded_while_closing
@@ -399,6 +467,7 @@ class BatchMetricsWriter:
                     if self._on_full == "drop_new" or not self._queue:
                         return
                     self._queue.popleft()
+                    self._dequeued += 1
             self._queue.append((time.time(), event, fields))
             waiting = len(self._queue)
         if (waiting == 1 or waiting >= self._max_batch) and not self._wake_pending:
@@ -427,6 +496,72 @@ class BatchMetricsWriter:
         raise BotperfRuntimeError(
             f"record({entry[1]!r}): this metrics writer is closed; record before it closes"
         )
+
+    def _encode_oldest(self) -> None:
+        """Encode the oldest ``max_batch`` waiting events into lines, on the recording thread.
+
+        For a file sink only, once more than the high-water mark of events wait: the
+        flusher has fallen behind (it waits for the GIL the recording thread holds, and
+        events another core made cost it several times more to encode), so the
+        recording thread encodes for it, and the flusher only writes. CPU only, no I/O:
+        it runs on whatever thread records, the event loop's included. It only tries
+        the encode lock and returns at once if another thread holds it, so record()
+        never waits for a slow disk. With more than half of ``max_buffer`` in flight,
+        the flusher may not have had the GIL for a whole switch interval, so it yields
+        the GIL once (``time.sleep(0)``) rather than let the buffer fill and drop.
+        """
+        if not self._encode_lock.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                if self._drained or len(self._queue) <= self._high_water:
+                    return
+                entries = self._take(self._max_batch)
+            try:
+                chunk = self._encode(entries)
+            except BaseException:
+                # An interrupt (or an encoder bug) in the middle: the events go back in
+                # front of the queue. They are still its oldest: the flusher takes from
+                # it only under the encode lock, and a drop takes a newer event.
+                with self._lock:
+                    self._queue.extendleft(reversed(entries))
+                    self._dequeued -= len(entries)
+                    self._taken -= len(entries)
+                    self._room = self._max_buffer - self._taken
+                raise
+            with self._lock:
+                self._chunks.append(chunk)
+                self._helped_at = time.monotonic()
+        finally:
+            self._encode_lock.release()
+        # The flusher may have looked between the take and the append, seen neither
+        # the events nor the chunk, and gone to sleep.
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._wake()
+        if self._taken > self._yield_above:
+            time.sleep(0)
+
+    def _take_chunks(self) -> list[_Chunk]:
+        """Take every encoded chunk, oldest first (``_lock`` held; merge them after it)."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        return chunks
+
+    def _take(self, count: int) -> list[_Entry]:
+        """Take the ``count`` oldest events out of the queue, as in flight (``_lock`` held)."""
+        pop = self._queue.popleft
+        entries = [pop() for _ in range(count)]
+        self._dequeued += count
+        self._taken += count
+        self._room = self._max_buffer - self._taken
+        return entries
+
+    def _encode(self, entries: list[_Entry]) -> _Chunk:
+        """Encode ``entries`` as the file sink's lines (CPU only, no lock needed)."""
+        assert self._file is not None
+        encoded = encode_entries(entries, self._file.encoder)
+        return _Chunk(encoded.data, len(entries), encoded.repr_values)
 
     def _wait_for_room(self) -> None:
         if self._loop_thread == threading.get_ident():
@@ -497,8 +632,15 @@ class BatchMetricsWriter:
         with self._lock:
             if self._retry_at is not None:
                 return max(0.0, self._retry_at - time.monotonic())
-            if self._held is not None or len(self._queue) >= self._max_batch:
+            if self._held is not None or self._chunks:
                 return 0.0
+            if len(self._queue) >= self._max_batch:
+                # While record() encodes (it did within a GIL switch interval), leave the
+                # queue to it: this thread would encode events another core just made,
+                # at several times the cost, holding the GIL the recorder waits for.
+                since = time.monotonic() - self._helped_at
+                interval = sys.getswitchinterval()
+                return 0.0 if since >= interval else interval - since
             if not self._queue:
                 return None
             oldest = self._queue[0][0]
@@ -538,14 +680,18 @@ class BatchMetricsWriter:
         record() racing with close either gets written or raises.
         """
         with self._lock:
-            remaining = math.inf if final else len(self._queue)
+            # The events to write: those taken out of the queue until the last one
+            # waiting now is, whoever takes them (record() may encode some meanwhile).
+            last = math.inf if final else self._dequeued + len(self._queue)
         while True:
-            with self._lock:
-                if self._held is not None:
-                    size = 0
+            # Under the encode lock: no record() is half way through encoding a chunk,
+            # so an empty queue with no chunk means nothing is left.
+            with self._encode_lock, self._lock:
+                if self._held is not None or self._chunks:
+                    size = 0  # these go first: they are older than the queue
                 else:
-                    size = int(min(self._max_batch, remaining, len(self._queue)))
-                    if size == 0:
+                    size = int(min(self._max_batch, last - self._dequeued, len(self._queue)))
+                    if size <= 0:
                         self._drained = final
                         break
             error = self._write_one(size)
@@ -553,31 +699,62 @@ class BatchMetricsWriter:
                 with self._lock:
                     waiting = len(self._queue) + self._taken
                 raise MetricsWriteError(waiting, self._describe_sink(), error) from error
-            remaining -= size
+
+    def _next_batch(self, limit: int) -> _Batch | None:
+        """Take the batch to write next: the held one, every chunk as one, or ``limit`` events.
+
+        Taking chunks needs only ``_lock``: the flusher of an overloaded writer gets the
+        GIL back seldom, and should not spend that turn waiting for the encode lock.
+        Taking events from the queue needs the encode lock, so that no chunk of older
+        events is half encoded meanwhile; for the file sink they are encoded under it.
+        Chunks are merged outside ``_lock``, which record() may be waiting for.
+        """
+        with self._lock:
+            if self._held is not None:
+                return self._held
+            chunks = self._take_chunks()
+        if chunks:
+            return _merged(chunks)
+        with self._encode_lock:
+            with self._lock:
+                chunks = self._take_chunks()
+                if not chunks:
+                    count = min(limit, len(self._queue))
+                    if count == 0:
+                        return None
+                    entries = self._take(count)
+            if chunks:
+                return _merged(chunks)
+            if self._file is None:
+                return entries
+            try:
+                return self._encode(entries)
+            except BaseException:
+                with self._lock:
+                    self._held = entries  # for the next write or the save at close
+                raise
 
     def _write_one(self, limit: int) -> Exception | None:
-        """Write the held batch, or take up to ``limit`` events and write them (write lock held).
+        """Write the held batch, or the encoded chunks, or up to ``limit`` events (write lock held).
+
+        Every chunk waiting goes in one write, as one batch (see `_next_batch`).
 
         Returns:
             ``None`` if written (or nothing waited), else the exception the sink raised;
             the batch is then held for retry.
         """
-        with self._lock:
-            entries = self._held
-            if entries is None:
-                count = min(limit, len(self._queue))
-                if count == 0:
-                    return None
-                pop = self._queue.popleft
-                entries = [pop() for _ in range(count)]
-                self._taken += count
-                self._room = self._max_buffer - self._taken
-        events = _events(entries)
+        batch = self._next_batch(limit)
+        if batch is None:
+            return None
         try:
-            self._sink.write_batch(events)
+            if isinstance(batch, _Chunk):
+                assert self._file is not None
+                self._file.write_lines(batch.data, repr_values=batch.repr_values)
+            else:
+                self._sink.write_batch(_events(batch))
         except Exception as exc:  # of any kind: a sink failure never stops the flusher
             with self._lock:
-                self._held = entries
+                self._held = batch
                 self._failed_writes += 1
                 self._failures_in_row += 1
                 failures = self._failures_in_row
@@ -588,7 +765,7 @@ class BatchMetricsWriter:
             logger.warning(
                 "could not write %d metric events to %s (failure %d in a row: %s); "
                 "kept them, retrying in %.3g s",
-                len(entries),
+                _size(batch),
                 self._describe_sink(),
                 failures,
                 safe_repr(exc),
@@ -600,16 +777,17 @@ class BatchMetricsWriter:
             # Keep it for the next write or the save at close instead of losing it
             # silently; the interruption itself is not ours to stop.
             with self._lock:
-                self._held = entries
+                self._held = batch
             raise
+        count = _size(batch)
         with self._lock:
             self._held = None
             self._retry_at = None
             self._failures_in_row = 0
             self._next_retry_delay = self._retry_delay
-            self._taken -= len(entries)
+            self._taken -= count
             self._room = self._max_buffer - self._taken
-            self._written += len(entries)
+            self._written += count
             self._batches += 1
             if self._blocked:
                 self._room_freed.notify_all()
@@ -690,24 +868,35 @@ class BatchMetricsWriter:
             The error that says how many, where, and how many of them were saved, or
             ``None`` if none were left.
         """
-        with self._lock:
-            entries = self._held or []
+        with self._encode_lock, self._lock:
+            # In order: the held batch, the chunks encoded after it, then the queue.
+            batches: list[_Batch] = [] if self._held is None else [self._held]
             self._held = None
-            pop = self._queue.popleft
-            entries += [pop() for _ in range(len(self._queue))]
-            events = _events(entries)
+            batches += self._chunks
+            self._chunks.clear()
+            if self._queue:
+                batches.append(self._take(len(self._queue)))
+            count = sum(map(_size, batches))
             self._taken = 0
             self._room = self._max_buffer
             self._drained = True
             self._retry_at = None
-            self._unwritten += len(events)
-        if not events:
+            self._unwritten += count
+        if not count:
             return None
         path = self._unwritten_path or self._default_unwritten_path()
         saved = 0
         save_error: Exception | None = None
         try:
-            data = encode_batch(events, "json").data  # before opening: no empty file
+            # Before opening: no empty file. Chunks are whole lines already.
+            data = b"".join(
+                [
+                    batch.data
+                    if isinstance(batch, _Chunk)
+                    else encode_batch(_events(batch), "json").data
+                    for batch in batches
+                ]
+            )
         except Exception as exc:  # the events are counted as unwritten whatever failed
             save_error = exc
         else:
@@ -715,9 +904,7 @@ class BatchMetricsWriter:
                 saved, save_error = save_lines(path, data)
             except Exception as exc:  # a path the system refuses outright (a NUL byte)
                 save_error = exc
-        return MetricsNotWrittenError(
-            len(events), self._describe_sink(), path, save_error, saved=saved
-        )
+        return MetricsNotWrittenError(count, self._describe_sink(), path, save_error, saved=saved)
 
     def _default_unwritten_path(self) -> str:
         if isinstance(self._sink, JsonLinesFileSink):

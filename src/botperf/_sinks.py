@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, Protocol, final, runtime_checkable
+from typing import Any, Literal, Protocol, final, runtime_checkable
 
 from ._encoding import EncoderName, encode_batch, resolve_encoder
 from ._exceptions import InvalidOptionError
@@ -119,7 +119,7 @@ class JsonLinesFileSink:
         return self._path
 
     @property
-    def encoder(self) -> str:
+    def encoder(self) -> Literal["json", "orjson"]:
         """The encoder in use: ``"json"`` or ``"orjson"``."""
         return self._encoder
 
@@ -141,18 +141,36 @@ class JsonLinesFileSink:
                 batch stays in the file.
         """
         encoded = encode_batch(events, self._encoder)
+        self.write_lines(encoded.data, repr_values=encoded.repr_values)
+
+    def write_lines(self, lines: bytes, *, repr_values: int = 0) -> None:
+        """Append already encoded JSON lines with one write (plus ``fsync`` if asked).
+
+        The second half of `write_batch`, for a writer that encoded the events itself
+        (see `botperf.BatchMetricsWriter`): rotation, torn-line mending and the cut
+        back after a partial write work the same, once per call.
+
+        Args:
+            lines: Whole lines, each ending in a newline, as `encode_batch` makes them.
+            repr_values: How many values in them were written as ``repr()`` strings;
+                added to `repr_values` once the lines are written.
+
+        Raises:
+            OSError: If the file cannot be opened, rotated or written; nothing of
+                ``lines`` stays in the file.
+        """
         fd = self._open() if self._fd is None else self._fd
-        if self._should_rotate(len(encoded.data)):
+        if self._should_rotate(len(lines)):
             self._rotate()
             fd = self._open()
         # After a partial write that could not be cut back, or on a file whose last
         # line is whole but unterminated, end that line first, so the batch's lines
         # stay whole.
-        data = b"\n" + encoded.data if self._torn else encoded.data
+        data = b"\n" + lines if self._torn else lines
         _, error = self._append(fd, data, keep_whole_lines=False)
         if error is not None:
             raise error
-        self._repr_values += encoded.repr_values
+        self._repr_values += repr_values
 
     def close(self) -> None:
         """Close the file; a later batch opens it again."""
