@@ -7,6 +7,7 @@ only, so these tests do too.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -66,9 +67,17 @@ async def until(predicate: Callable[[], bool]) -> None:
 
 @asynccontextmanager
 async def running(
-    telegram: FakeTelegram, ollama_url: str, tmp_path: Path, **core_options: Any
+    telegram: FakeTelegram,
+    ollama_url: str,
+    tmp_path: Path,
+    *,
+    stopped_inside: bool = False,
+    **core_options: Any,
 ) -> AsyncIterator[TelegramChatBot]:
-    """The bot polling ``telegram``, its core on ``ollama_url``; stopped and closed after."""
+    """The bot polling ``telegram``, its core on ``ollama_url``; stopped and closed after.
+
+    With ``stopped_inside``, the test stops the bot itself, inside the block.
+    """
     core = BotCore(
         OllamaChat(host=ollama_url),
         metrics_path=tmp_path / "metrics.jsonl",
@@ -88,7 +97,8 @@ async def running(
         try:
             yield chat_bot
         finally:
-            await chat_bot.stop()
+            if not stopped_inside:
+                await chat_bot.stop()
 
 
 def events(tmp_path: Path, name: str) -> list[dict[str, Any]]:
@@ -195,6 +205,23 @@ async def test_a_question_gets_a_streamed_reply_whose_final_text_is_the_answer(
     assert [conversation[-1]["content"] for conversation in ollama.conversations()] == [
         "what is a GIL?"
     ]
+
+
+@asyncio_only
+@pytest.mark.anyio
+async def test_stopping_lets_a_reply_in_progress_finish_before_the_session_closes(
+    telegram: FakeTelegram, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = canned_reply("tell me more", tokens=80)
+    with FakeOllama(time_to_first_token=0.01, token_delay=0.01, reply_tokens=80) as ollama:
+        async with running(telegram, ollama.url, tmp_path, stopped_inside=True) as chat_bot:
+            telegram.push("tell me more")
+            await until(lambda: bool(telegram.texts(7)))  # the first words are shown
+            assert telegram.texts(7) != [answer]
+            with caplog.at_level(logging.WARNING, logger="examples.telegram_bot.bot"):
+                await chat_bot.stop()
+    assert telegram.texts(7) == [answer]
+    assert [r.getMessage() for r in caplog.records if r.name == "examples.telegram_bot.bot"] == []
 
 
 @asyncio_only

@@ -15,6 +15,7 @@ aiogram runs on asyncio only, so this module does too; the core uses anyio and d
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -48,6 +49,9 @@ T = TypeVar("T")
 
 TELEGRAM_LIMIT = 4096
 """The most characters Telegram accepts in one message."""
+
+SHUTDOWN_GRACE = 10.0
+"""Seconds the replies in progress get to finish when the bot stops."""
 
 SYSTEM_PROMPT = (
     "You are a helpful assistant in a Telegram chat. Answer briefly and clearly, in plain "
@@ -156,6 +160,10 @@ class TelegramChatBot:
         self.router.message.register(self.on_message, F.text)
         self.dispatcher = Dispatcher()
         self.dispatcher.include_router(self.router)
+        # aiogram closes the bot's session once polling stops, whatever handlers still
+        # run: the replies in progress get to finish first (see _finish_replies).
+        self._replying: set[asyncio.Task[Any]] = set()
+        self.dispatcher.shutdown.register(self._finish_replies)
 
     async def on_start(self, message: Message) -> None:
         await message.answer(GREETING)
@@ -209,8 +217,30 @@ class TelegramChatBot:
         """Stream the core's reply to ``text`` into the chat through ``send`` and ``edit``.
 
         Delivery failures (a 429 asking to wait over a minute included) are logged, never
-        raised: one lost reply must not stop the bot.
+        raised: one lost reply must not stop the bot. When the bot stops, a reply in
+        progress is finished (for up to `SHUTDOWN_GRACE` seconds) before the session closes.
         """
+        task = asyncio.current_task()
+        if task is None:  # not in an asyncio task: nothing for the shutdown hook to wait for
+            await self._stream(chat_id, author, text, send, edit, typing, group=group)
+            return
+        self._replying.add(task)
+        try:
+            await self._stream(chat_id, author, text, send, edit, typing, group=group)
+        finally:
+            self._replying.discard(task)
+
+    async def _stream(
+        self,
+        chat_id: int,
+        author: str,
+        text: str,
+        send: Callable[[str], Awaitable[T]],
+        edit: Callable[[T, str], Awaitable[None]],
+        typing: AbstractAsyncContextManager[Any] | None,
+        *,
+        group: bool,
+    ) -> None:
         try:
             await stream_reply(
                 self.core.stream(chat_id, author, text),
@@ -245,6 +275,19 @@ class TelegramChatBot:
                 await self.core.aclose()
             finally:
                 await self.bot.session.close()  # idempotent: polling closed it already
+
+    async def _finish_replies(self) -> None:
+        """The dispatcher's shutdown hook: wait for the replies in progress, within a grace."""
+        running = [task for task in self._replying if task is not asyncio.current_task()]
+        if not running:
+            return
+        _, unfinished = await asyncio.wait(running, timeout=SHUTDOWN_GRACE)
+        if unfinished:
+            logger.warning(
+                "stopping with %d replies unfinished after %s s; they are cut off",
+                len(unfinished),
+                SHUTDOWN_GRACE,
+            )
 
     async def stop(self) -> None:
         """Stop polling (`run` then closes the core and returns)."""
