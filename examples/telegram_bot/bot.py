@@ -221,26 +221,8 @@ class TelegramChatBot:
         progress is finished (for up to `SHUTDOWN_GRACE` seconds) before the session closes.
         """
         task = asyncio.current_task()
-        if task is None:  # not in an asyncio task: nothing for the shutdown hook to wait for
-            await self._stream(chat_id, author, text, send, edit, typing, group=group)
-            return
-        self._replying.add(task)
-        try:
-            await self._stream(chat_id, author, text, send, edit, typing, group=group)
-        finally:
-            self._replying.discard(task)
-
-    async def _stream(
-        self,
-        chat_id: int,
-        author: str,
-        text: str,
-        send: Callable[[str], Awaitable[T]],
-        edit: Callable[[T, str], Awaitable[None]],
-        typing: AbstractAsyncContextManager[Any] | None,
-        *,
-        group: bool,
-    ) -> None:
+        if task is not None:  # outside a task, there is nothing for the shutdown hook to wait for
+            self._replying.add(task)
         try:
             await stream_reply(
                 self.core.stream(chat_id, author, text),
@@ -254,6 +236,9 @@ class TelegramChatBot:
             )
         except TelegramAPIError:
             logger.exception("chat %s: could not deliver the reply", chat_id)
+        finally:
+            if task is not None:
+                self._replying.discard(task)
 
     async def run(self, *, handle_signals: bool = True, polling_timeout: int = 10) -> None:
         """Start the core, long-poll Telegram until a signal or `stop`, close the core.
