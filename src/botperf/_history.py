@@ -19,6 +19,7 @@ from ._history_base import (
     approximate_tokens,
     check_message,
     check_summary,
+    new_tuple,
     unhashable_channel,
 )
 from ._history_file import ChannelRecord, read_history, write_history
@@ -30,7 +31,6 @@ logger = logging.getLogger(__name__)
 ChannelT = TypeVar("ChannelT", bound=Hashable, default=Hashable)
 
 _OWNER = "HistoryStore"
-_new_tuple = tuple.__new__  # Message(...) without NamedTuple.__new__, a Python function
 
 
 @final
@@ -186,7 +186,7 @@ class HistoryStore(Generic[ChannelT]):
         """
         # The checks of check_message() inlined for the common case: a method call shows.
         if type(role) is str and role and type(content) is str and author is None:
-            message = _new_tuple(Message, (role, content, None))
+            message = new_tuple(Message, (role, content, None))
         else:
             message = check_message(role, content, author)
         channels = self._channels

@@ -24,6 +24,7 @@ __all__ = [
     "approximate_tokens",
     "check_message",
     "check_summary",
+    "new_tuple",
     "unhashable_channel",
 ]
 
@@ -97,8 +98,8 @@ def approximate_tokens(text: str) -> int:
 
 
 # tuple.__new__ builds the same value as Message(...) without namedtuple's Python-level
-# __new__: check_message() is on every append's path.
-_new_tuple = tuple.__new__
+# __new__: both stores make one per message appended or read, on their hot paths.
+new_tuple = tuple.__new__
 
 
 def argument_type_error(name: str, value: object, expected: str) -> TypeError:
@@ -131,7 +132,7 @@ def check_message(role: object, content: object, author: object) -> Message:
         raise argument_type_error("content", content, "a str")
     if author is not None and not isinstance(author, str):
         raise argument_type_error("author", author, "a str or None")
-    return _new_tuple(Message, (role, content, author))
+    return new_tuple(Message, (role, content, author))
 
 
 def check_summary(summary: object) -> str | None:

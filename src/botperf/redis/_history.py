@@ -21,6 +21,7 @@ from .._history_base import (
     argument_type_error,
     check_message,
     check_summary,
+    new_tuple,
     unhashable_channel,
 )
 from ._connection import Connection, check_client_options
@@ -456,7 +457,7 @@ class RedisHistoryStore(RedisResource, Generic[ChannelT]):
         )
         if options.tracks and first != relative and self._on_trim is not None:
             trimmed = tuple(
-                _new_tuple(Message, (role, content, author))
+                new_tuple(Message, (role, content, author))
                 for role, content, author, _ in decoded[max(relative, 0) : first]
             )
             if trimmed:
@@ -730,10 +731,6 @@ def _decode(history: bytes | str, operation: str) -> list[list[Any]]:
     return decoded
 
 
-# Builds a Message without namedtuple's Python-level __new__: get() makes one per message.
-_new_tuple = tuple.__new__
-
-
 def _number(field: bytes | str | None, operation: str) -> int:
     """Decode a window field written by the scripts: an int, 0 when missing."""
     if field is None:
@@ -748,6 +745,6 @@ def _number(field: bytes | str | None, operation: str) -> int:
 
 def _messages(history: bytes | str, operation: str) -> tuple[Message, ...]:
     return tuple(
-        _new_tuple(Message, (role, content, author))
+        new_tuple(Message, (role, content, author))
         for role, content, author, _ in _decode(history, operation)
     )
